@@ -1,0 +1,39 @@
+# Every target creates the virtualenv and installs what it needs: `make demo` and `make test`
+# work on a fresh clone with nothing else run first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+PORT ?= 2024
+
+.PHONY: demo test dev lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)  ## Run the support-operations demo on embedded defaults (no server, no key)
+	$(BIN)/bastion demo
+
+test: $(STAMP)  ## Run the whole test suite (starts its own Redis and LangGraph server)
+	$(BIN)/python -m pytest
+
+dev: $(STAMP)  ## Serve the graphs in langgraph.json with the LangGraph dev server
+	$(BIN)/langgraph dev --no-browser --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## Run the benchmarks of ../shared/BENCHMARKS.md; writes bench/results/latest.json
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .bastion .pytest_cache .ruff_cache .mypy_cache

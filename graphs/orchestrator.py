@@ -1,0 +1,110 @@
+"""`build_orchestrator`: wires the flat hub-and-spoke graph from agents, tools and a workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from langgraph.graph import END, START, StateGraph
+
+from guards import ActionGuard
+from nodes import (
+    AgentSpec,
+    RunContext,
+    RunState,
+    Router,
+    SequentialRouter,
+    Workflow,
+    WorkflowConfigError,
+    agent_node_name,
+    make_agent_node,
+    make_approval_node,
+    make_execute_node,
+    make_finalize_node,
+    make_guard_node,
+    make_intake_node,
+    make_orchestrator_node,
+    route_after_agent,
+    route_after_approval,
+    route_after_execute,
+    route_after_guard,
+    route_after_intake,
+    route_from_orchestrator,
+)
+from observability import PriceTable
+from tools import ExecutionGateway, ToolRegistry, ToolSpec
+
+__all__ = ["build_orchestrator"]
+
+
+def build_orchestrator(
+    agents: Sequence[AgentSpec],
+    *,
+    tools: Iterable[ToolSpec] | ToolRegistry = (),
+    workflow: Workflow | None = None,
+    router: Router | None = None,
+    guard: ActionGuard | None = None,
+    prices: PriceTable | None = None,
+) -> StateGraph[RunState, RunContext, RunState, RunState]:
+    """Build (but do not compile) a governed orchestrator graph.
+
+    intake → orchestrator ⇄ agent_<name> → guard → approval / execute → back to the agent;
+    orchestrator → finalize → END.
+
+    Args:
+        agents: the specialists; each sees only the tools it names.
+        tools: every tool contract the agents may use.
+        workflow: the task boundary. Default: workflow `default` whose side-effect budget is
+            every registered tool that has side effects.
+        router: picks the next specialist. Default: each specialist once, in order.
+        guard: decides proposals. Default: `ActionGuard` with the workflow's limits.
+        prices: model price table for cost accounting.
+
+    Raises:
+        WorkflowConfigError: no agents, duplicate names, or a workflow naming unknown tools.
+        ToolConfigError: an agent names a tool that is not registered.
+    """
+    if not agents:
+        raise WorkflowConfigError("build_orchestrator needs at least one AgentSpec")
+    names = [agent.name for agent in agents]
+    if len(set(names)) != len(names):
+        raise WorkflowConfigError(f"agent names must be unique, got {names!r}")
+    registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+    if workflow is None:
+        writers = frozenset(t.name for t in registry if t.side_effect != "none")
+        workflow = Workflow(name="default", write_tools=writers)
+    unknown = workflow.write_tools - registry.names
+    if unknown:
+        raise WorkflowConfigError(
+            f"workflow `{workflow.name}` allows writes by unknown tool(s) {sorted(unknown)!r}; "
+            f"registered tools are {sorted(registry.names)!r}")
+    guard = guard or ActionGuard(limits=workflow.limits)
+    prices = prices or PriceTable()
+    scopes = {agent.name: registry.scoped(agent.tools) for agent in agents}
+    agent_nodes = [agent_node_name(name) for name in names]
+
+    builder = StateGraph(RunState, context_schema=RunContext)
+    builder.add_node("intake", make_intake_node(workflow))
+    builder.add_node("orchestrator",
+                     make_orchestrator_node(router or SequentialRouter(), names, workflow.limits))
+    for agent in agents:
+        builder.add_node(agent_node_name(agent.name),
+                         make_agent_node(agent, scopes[agent.name], workflow.limits, prices))
+    builder.add_node("guard", make_guard_node(
+        guard, registry, workflow, {name: scope.names for name, scope in scopes.items()}))
+    builder.add_node("approval", make_approval_node(workflow.escalation))
+    builder.add_node("execute", make_execute_node(ExecutionGateway(registry)))
+    builder.add_node("finalize", make_finalize_node(workflow))
+
+    builder.add_edge(START, "intake")
+    builder.add_conditional_edges("intake", route_after_intake, ["orchestrator", "finalize"])
+    builder.add_conditional_edges("orchestrator", route_from_orchestrator,
+                                  [*agent_nodes, "finalize"])
+    for node in agent_nodes:
+        builder.add_conditional_edges(node, route_after_agent,
+                                      ["guard", "orchestrator", "finalize"])
+    builder.add_conditional_edges("guard", route_after_guard,
+                                  ["approval", "execute", "finalize", *agent_nodes])
+    builder.add_conditional_edges("approval", route_after_approval, ["execute", *agent_nodes])
+    builder.add_conditional_edges("execute", route_after_execute, agent_nodes)
+    builder.add_edge("finalize", END)
+    return builder

@@ -1,0 +1,84 @@
+"""Nodes: the run state schema and the node factories the orchestrator graph is built from."""
+
+from nodes.agent import make_agent_node, route_after_agent
+from nodes.approval import InvalidResumeError, ReviewResponse, make_approval_node, parse_review
+from nodes.approval import route_after_approval
+from nodes.execute import make_execute_node, route_after_execute
+from nodes.finalize import make_finalize_node
+from nodes.guard import make_guard_node, route_after_guard
+from nodes.intake import make_intake_node, route_after_intake
+from nodes.models import (
+    ModelConfigError,
+    ScriptedChatModel,
+    ScriptPolicy,
+    estimate_tokens,
+    load_chat_model,
+)
+from nodes.orchestrator import (
+    ModelRouter,
+    RouteDecision,
+    Router,
+    SequentialRouter,
+    make_orchestrator_node,
+    route_from_orchestrator,
+)
+from nodes.records import agent_node_name
+from nodes.state import (
+    Outcome,
+    OutcomeStatus,
+    ProposalRecord,
+    RunContext,
+    RunState,
+    Usage,
+    VerdictRecord,
+)
+from nodes.workflow import (
+    AgentSpec,
+    EntryCondition,
+    EscalationPath,
+    ExitConditions,
+    Workflow,
+    WorkflowConfigError,
+)
+
+__all__ = [
+    "AgentSpec",
+    "EntryCondition",
+    "EscalationPath",
+    "ExitConditions",
+    "InvalidResumeError",
+    "ModelConfigError",
+    "ModelRouter",
+    "Outcome",
+    "OutcomeStatus",
+    "ProposalRecord",
+    "ReviewResponse",
+    "RouteDecision",
+    "Router",
+    "RunContext",
+    "RunState",
+    "ScriptPolicy",
+    "ScriptedChatModel",
+    "SequentialRouter",
+    "Usage",
+    "VerdictRecord",
+    "Workflow",
+    "WorkflowConfigError",
+    "agent_node_name",
+    "estimate_tokens",
+    "load_chat_model",
+    "make_agent_node",
+    "make_approval_node",
+    "make_execute_node",
+    "make_finalize_node",
+    "make_guard_node",
+    "make_intake_node",
+    "make_orchestrator_node",
+    "parse_review",
+    "route_after_agent",
+    "route_after_approval",
+    "route_after_execute",
+    "route_after_guard",
+    "route_after_intake",
+    "route_from_orchestrator",
+]

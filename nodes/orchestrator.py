@@ -1,0 +1,158 @@
+"""Orchestrator node: the hub that picks the next specialist or finishes. It never calls tools."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import SystemMessage
+
+from guards import RunLimits
+from nodes.models import estimate_tokens
+from nodes.records import (
+    ModelCall,
+    agent_node_name,
+    charge_model_call,
+    model_name_of,
+    usage_of,
+    usage_snapshot,
+    verdict_record,
+)
+from nodes.state import Outcome, RunState
+from observability import PriceTable
+
+__all__ = [
+    "ModelRouter",
+    "RouteDecision",
+    "Router",
+    "SequentialRouter",
+    "make_orchestrator_node",
+    "route_from_orchestrator",
+]
+
+FINISH = "finish"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteDecision:
+    """The orchestrator's choice."""
+
+    next_agent: str | None
+    """Specialist to hand to, or None to finish."""
+    reason: str = ""
+    """Why, for the record."""
+    model_call: ModelCall | None = None
+    """Usage, when a model made the choice."""
+
+
+class Router(Protocol):
+    """Chooses the next specialist from the run state."""
+
+    def choose(self, state: RunState, agents: Sequence[str]) -> RouteDecision:
+        """The next specialist among `agents`, or finish."""
+        ...
+
+    def estimated_tokens(self, state: RunState) -> int:
+        """Tokens the next choice will cost (0 for rule-based routers)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequentialRouter:
+    """Rule-based: hands to each specialist once, in the order given, then finishes."""
+
+    def choose(self, state: RunState, agents: Sequence[str]) -> RouteDecision:
+        done = set(state.get("routes") or [])
+        for agent in agents:
+            if agent not in done:
+                return RouteDecision(next_agent=agent, reason="next in sequence")
+        return RouteDecision(next_agent=None, reason="every specialist has worked")
+
+    def estimated_tokens(self, state: RunState) -> int:
+        return 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRouter:
+    """Model-based: a chat model picks the next specialist by calling a `handoff` tool."""
+
+    model: BaseChatModel
+    """Model that routes."""
+    instructions: str = ("You are the orchestrator. Read the request and the work done so far, "
+                         "then hand off to the one specialist who should act next, or finish.")
+    """System prompt for routing."""
+    prices: PriceTable = PriceTable()
+    """Prices for charging the routing call."""
+
+    def _messages(self, state: RunState, agents: Sequence[str]) -> list[Any]:
+        consulted = ", ".join(state.get("routes") or []) or "none"
+        prompt = (f"{self.instructions}\nSpecialists: {', '.join(agents)}.\n"
+                  f"Already consulted: {consulted}.")
+        return [SystemMessage(prompt), *(state.get("messages") or [])]
+
+    def estimated_tokens(self, state: RunState) -> int:
+        return estimate_tokens(self._messages(state, ()))
+
+    def choose(self, state: RunState, agents: Sequence[str]) -> RouteDecision:
+        handoff = {
+            "type": "function",
+            "function": {
+                "name": "handoff",
+                "description": "Hand the request to a specialist, or `finish` when it is done.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"to": {"type": "string", "enum": [*agents, FINISH]},
+                                   "reason": {"type": "string"}},
+                    "required": ["to"],
+                },
+            },
+        }
+        messages = self._messages(state, agents)
+        reply = self.model.bind_tools([handoff], tool_choice="handoff").invoke(messages)
+        tokens_in, tokens_out = usage_of(reply, estimate_tokens(messages))
+        call = ModelCall(tokens_in=tokens_in, tokens_out=tokens_out,
+                         cost_usd=self.prices.cost(model_name_of(self.model), tokens_in,
+                                                   tokens_out))
+        choice = reply.tool_calls[0]["args"] if reply.tool_calls else {"to": FINISH}
+        target = choice.get("to", FINISH)
+        return RouteDecision(next_agent=None if target == FINISH else str(target),
+                             reason=str(choice.get("reason", "")), model_call=call)
+
+
+def make_orchestrator_node(router: Router, agents: Sequence[str], limits: RunLimits
+                           ) -> Callable[[RunState], dict[str, Any]]:
+    """Build the hub node over `agents` with `router` deciding, under `limits`."""
+
+    def orchestrator(state: RunState) -> dict[str, Any]:
+        reserve = router.estimated_tokens(state)
+        halted = limits.check(usage_snapshot(state), next_tokens=reserve,
+                              next_steps=1 if reserve else 0)
+        if halted is not None:
+            return {"active_agent": None, "verdicts": [*state.get("verdicts", []),
+                                                       verdict_record(halted, "")],
+                    "outcome": Outcome(status="halted", reason=halted.reason, summary="")}
+        decision = router.choose(state, agents)
+        update: dict[str, Any] = {"active_agent": decision.next_agent}
+        if decision.model_call is not None:
+            update["usage"] = charge_model_call(state, decision.model_call)
+        if decision.next_agent is None:
+            return update
+        if decision.next_agent not in agents:
+            update["active_agent"] = None
+            update["outcome"] = Outcome(
+                status="failed", summary="",
+                reason=f"orchestrator chose unknown specialist `{decision.next_agent}`; "
+                       f"specialists are {list(agents)}")
+            return update
+        update["routes"] = [*state.get("routes", []), decision.next_agent]
+        return update
+
+    return orchestrator
+
+
+def route_from_orchestrator(state: RunState) -> str:
+    """To the chosen specialist's node, or to finalize."""
+    agent = state.get("active_agent")
+    return agent_node_name(agent) if agent and not state.get("outcome") else "finalize"

@@ -1,0 +1,115 @@
+"""Helpers that read and build the plain records kept in run state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from guards import UsageSnapshot, Verdict
+from nodes.state import ProposalRecord, RunState, Usage, VerdictRecord
+
+__all__ = [
+    "ModelCall",
+    "agent_node_name",
+    "charge_model_call",
+    "latest_verdicts",
+    "pending_with",
+    "model_name_of",
+    "new_usage",
+    "request_text",
+    "usage_of",
+    "usage_snapshot",
+    "verdict_record",
+]
+
+
+def agent_node_name(agent: str) -> str:
+    """Graph node name of a specialist (`:` and `|` are reserved in LangGraph node names)."""
+    return f"agent_{agent}"
+
+
+def new_usage() -> Usage:
+    """Zero usage, started now."""
+    return Usage(tokens_in=0, tokens_out=0, steps=0, tool_calls=0, cost_usd=0.0,
+                 started_at=time.time())
+
+
+def usage_snapshot(state: RunState) -> UsageSnapshot:
+    """The guard's view of the run's usage."""
+    usage = state.get("usage") or new_usage()
+    return UsageSnapshot(steps=usage["steps"], tokens=usage["tokens_in"] + usage["tokens_out"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCall:
+    """Usage of one model call."""
+
+    tokens_in: int
+    """Input tokens reported (or estimated)."""
+    tokens_out: int
+    """Output tokens reported (or estimated)."""
+    cost_usd: float
+    """Dollar cost from the price table."""
+
+
+def charge_model_call(state: RunState, call: ModelCall) -> Usage:
+    """The run's usage after one more model call (one step)."""
+    usage = state.get("usage") or new_usage()
+    return Usage(
+        tokens_in=usage["tokens_in"] + call.tokens_in,
+        tokens_out=usage["tokens_out"] + call.tokens_out,
+        steps=usage["steps"] + 1,
+        tool_calls=usage["tool_calls"],
+        cost_usd=usage["cost_usd"] + call.cost_usd,
+        started_at=usage["started_at"],
+    )
+
+
+def model_name_of(model: BaseChatModel) -> str:
+    """The name a model is priced under (`model_name`, then `model`, then its type)."""
+    for attribute in ("model_name", "model"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
+def usage_of(reply: AIMessage, estimated_in: int) -> tuple[int, int]:
+    """Token usage a model reported, or estimates when it reported none."""
+    if reply.usage_metadata:
+        return reply.usage_metadata["input_tokens"], reply.usage_metadata["output_tokens"]
+    return estimated_in, max(1, len(str(reply.content)) // 4)
+
+
+def verdict_record(verdict: Verdict, call_id: str) -> VerdictRecord:
+    """A verdict as stored in state, tied to the proposal it decided."""
+    return VerdictRecord(call_id=call_id, **verdict.to_record())  # type: ignore[typeddict-item]
+
+
+def latest_verdicts(state: RunState) -> dict[str, VerdictRecord]:
+    """The deciding (latest) verdict for each pending proposal."""
+    pending = {p["call_id"] for p in state.get("proposals") or []}
+    latest: dict[str, VerdictRecord] = {}
+    for record in state.get("verdicts") or []:
+        if record["call_id"] in pending:
+            latest[record["call_id"]] = record
+    return latest
+
+
+def pending_with(state: RunState, kind: str) -> list[ProposalRecord]:
+    """Pending proposals whose deciding verdict is `kind`."""
+    latest = latest_verdicts(state)
+    return [p for p in state.get("proposals") or []
+            if p["call_id"] in latest and latest[p["call_id"]]["kind"] == kind]
+
+
+def request_text(messages: Sequence[BaseMessage]) -> str:
+    """Text of the latest human message: the request this run works on."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return message.content if isinstance(message.content, str) else str(message.content)
+    return ""

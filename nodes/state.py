@@ -1,0 +1,127 @@
+"""Run state: what a run carries from node to node, checkpointed after every step.
+
+Records in state are plain JSON-safe dicts (TypedDicts), not dataclasses: every checkpointer
+(SQLite, Redis) and the LangGraph server's JSON API can store and return them without a
+serializer allow-list. Decision *values* live in `guards`; nodes convert at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+__all__ = [
+    "Outcome",
+    "OutcomeStatus",
+    "ProposalRecord",
+    "RunContext",
+    "RunState",
+    "Usage",
+    "VerdictRecord",
+]
+
+OutcomeStatus = Literal["resolved", "unresolved", "failed", "halted", "rejected"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """Per-run context set by the caller (`graph.invoke(..., context=...)`), never by a model."""
+
+    tenant: str = "default"
+    """Tenant the run works for: the wall between customers' data and budgets."""
+    user: str | None = None
+    """Who started the run, for the record."""
+
+
+class ProposalRecord(TypedDict):
+    """A tool call an agent proposed; it runs only if the guard (or a human) allows it."""
+
+    call_id: str
+    """The model's tool-call id; the ToolMessage answering it carries the same id."""
+    agent: str
+    """Specialist that proposed it."""
+    tool: str
+    """Tool name as the model wrote it (may not exist)."""
+    args: dict[str, Any]
+    """Arguments as proposed, or as edited by a reviewer."""
+    confidence: float | None
+    """Model's stated confidence, if it gave one."""
+    rationale: str
+    """Model's text accompanying the call."""
+    error: str | None
+    """Why the call is malformed (e.g. unparsable arguments); the guard denies such calls."""
+
+
+class VerdictRecord(TypedDict):
+    """`guards.Verdict.to_record()` plus the call it decided."""
+
+    call_id: str
+    """Proposal the verdict is about."""
+    decision_id: str
+    """Unique decision id."""
+    kind: Literal["allow", "deny", "escalate", "halt"]
+    """The decision."""
+    reasons: list[str]
+    """Why."""
+    zone: str | None
+    """Risk zone considered."""
+    policies: list[str]
+    """`id@version` of each policy applied."""
+    decided_by: str
+    """`guard` or `human:<reviewer>`."""
+
+
+class Usage(TypedDict):
+    """What a run consumed."""
+
+    tokens_in: int
+    """Input tokens over all model calls."""
+    tokens_out: int
+    """Output tokens over all model calls."""
+    steps: int
+    """Model turns (specialists and the orchestrator)."""
+    tool_calls: int
+    """Tool calls the gateway executed."""
+    cost_usd: float
+    """Model spend from the price table."""
+    started_at: float
+    """Unix time the run started."""
+
+
+class Outcome(TypedDict):
+    """How a run ended."""
+
+    status: OutcomeStatus
+    """resolved / unresolved (exit conditions), failed, halted (a guard stopped it), rejected
+    (input outside the workflow's entry condition)."""
+    reason: str
+    """Why, in one sentence."""
+    summary: str
+    """The final answer or the last thing said."""
+
+
+class RunState(TypedDict, total=False):
+    """The graph state of a Bastion run."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    """The conversation: user input, agents' messages and tool results."""
+    tenant: str
+    """Copied from the run context at intake."""
+    workflow: str
+    """Set by intake from the graph's workflow."""
+    active_agent: str | None
+    """Specialist currently working, or None between handoffs."""
+    routes: list[str]
+    """Specialists the orchestrator handed to, in order, this run."""
+    proposals: list[ProposalRecord]
+    """The active agent's pending tool calls."""
+    verdicts: list[VerdictRecord]
+    """Every decision this run, in order (the latest per call id counts)."""
+    usage: Usage
+    """Consumption this run."""
+    outcome: Outcome | None
+    """Set when the run is decided; None while it runs."""
