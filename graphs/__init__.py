@@ -1,0 +1,7 @@
+"""Graphs: the composition root that wires nodes, guards, tools and memory into runnable graphs."""
+
+from graphs.orchestrator import build_orchestrator
+from graphs.settings import Settings, SettingsError
+from nodes import AgentSpec, RunContext, Workflow
+
+__all__ = ["AgentSpec", "RunContext", "Settings", "SettingsError", "Workflow", "build_orchestrator"]

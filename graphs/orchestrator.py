@@ -9,9 +9,9 @@ from langgraph.graph import END, START, StateGraph
 from guards import ActionGuard
 from nodes import (
     AgentSpec,
+    Router,
     RunContext,
     RunState,
-    Router,
     SequentialRouter,
     Workflow,
     WorkflowConfigError,
@@ -76,7 +76,8 @@ def build_orchestrator(
     if unknown:
         raise WorkflowConfigError(
             f"workflow `{workflow.name}` allows writes by unknown tool(s) {sorted(unknown)!r}; "
-            f"registered tools are {sorted(registry.names)!r}")
+            f"registered tools are {sorted(registry.names)!r}"
+        )
     guard = guard or ActionGuard(limits=workflow.limits)
     prices = prices or PriceTable()
     scopes = {agent.name: registry.scoped(agent.tools) for agent in agents}
@@ -84,26 +85,36 @@ def build_orchestrator(
 
     builder = StateGraph(RunState, context_schema=RunContext)
     builder.add_node("intake", make_intake_node(workflow))
-    builder.add_node("orchestrator",
-                     make_orchestrator_node(router or SequentialRouter(), names, workflow.limits))
+    builder.add_node(
+        "orchestrator", make_orchestrator_node(router or SequentialRouter(), names, workflow.limits)
+    )
     for agent in agents:
-        builder.add_node(agent_node_name(agent.name),
-                         make_agent_node(agent, scopes[agent.name], workflow.limits, prices))
-    builder.add_node("guard", make_guard_node(
-        guard, registry, workflow, {name: scope.names for name, scope in scopes.items()}))
+        builder.add_node(
+            agent_node_name(agent.name),
+            make_agent_node(agent, scopes[agent.name], workflow.limits, prices),
+        )
+    builder.add_node(
+        "guard",
+        make_guard_node(
+            guard, registry, workflow, {name: scope.names for name, scope in scopes.items()}
+        ),
+    )
     builder.add_node("approval", make_approval_node(workflow.escalation))
     builder.add_node("execute", make_execute_node(ExecutionGateway(registry)))
     builder.add_node("finalize", make_finalize_node(workflow))
 
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", route_after_intake, ["orchestrator", "finalize"])
-    builder.add_conditional_edges("orchestrator", route_from_orchestrator,
-                                  [*agent_nodes, "finalize"])
+    builder.add_conditional_edges(
+        "orchestrator", route_from_orchestrator, [*agent_nodes, "finalize"]
+    )
     for node in agent_nodes:
-        builder.add_conditional_edges(node, route_after_agent,
-                                      ["guard", "orchestrator", "finalize"])
-    builder.add_conditional_edges("guard", route_after_guard,
-                                  ["approval", "execute", "finalize", *agent_nodes])
+        builder.add_conditional_edges(
+            node, route_after_agent, ["guard", "orchestrator", "finalize"]
+        )
+    builder.add_conditional_edges(
+        "guard", route_after_guard, ["approval", "execute", "finalize", *agent_nodes]
+    )
     builder.add_conditional_edges("approval", route_after_approval, ["execute", *agent_nodes])
     builder.add_conditional_edges("execute", route_after_execute, agent_nodes)
     builder.add_edge("finalize", END)

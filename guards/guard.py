@@ -73,7 +73,8 @@ class ActionGuard:
         zone = request.zone or "red"  # a tool without a declared zone is treated as the riskiest
         if zone in self.escalate_zones:
             return Verdict.escalate(
-                zone, (f"`{request.tool}` is in the {zone} zone for these arguments",),
+                zone,
+                (f"`{request.tool}` is in the {zone} zone for these arguments",),
                 policies=policies,
             )
         reasons = (f"{zone} zone: runs, flagged for review",) if zone in self.flag_zones else ()

@@ -40,8 +40,9 @@ class RunLimits:
                     "Hint: use None for no cap."
                 )
 
-    def check(self, usage: UsageSnapshot, *, next_tokens: int = 0,
-              next_steps: int = 0) -> Verdict | None:
+    def check(
+        self, usage: UsageSnapshot, *, next_tokens: int = 0, next_steps: int = 0
+    ) -> Verdict | None:
         """Halt if `usage` plus the work about to start would cross a cap, else None.
 
         Args:

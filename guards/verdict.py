@@ -50,22 +50,37 @@ class Verdict:
     """Unique id; traces, audit records and approvals refer to it."""
 
     @classmethod
-    def allow(cls, *, policies: tuple[PolicyRef, ...] = (), zone: str | None = None,
-              reasons: tuple[str, ...] = (), decided_by: str = "guard") -> Verdict:
+    def allow(
+        cls,
+        *,
+        policies: tuple[PolicyRef, ...] = (),
+        zone: str | None = None,
+        reasons: tuple[str, ...] = (),
+        decided_by: str = "guard",
+    ) -> Verdict:
         """The action may run."""
-        return cls(kind="allow", policies=policies, zone=zone, reasons=reasons,
-                   decided_by=decided_by)
+        return cls(
+            kind="allow", policies=policies, zone=zone, reasons=reasons, decided_by=decided_by
+        )
 
     @classmethod
-    def deny(cls, reason: str, *, policies: tuple[PolicyRef, ...] = (), zone: str | None = None,
-             decided_by: str = "guard") -> Verdict:
+    def deny(
+        cls,
+        reason: str,
+        *,
+        policies: tuple[PolicyRef, ...] = (),
+        zone: str | None = None,
+        decided_by: str = "guard",
+    ) -> Verdict:
         """The action may not run; `reason` goes back to the agent."""
-        return cls(kind="deny", reasons=(reason,), policies=policies, zone=zone,
-                   decided_by=decided_by)
+        return cls(
+            kind="deny", reasons=(reason,), policies=policies, zone=zone, decided_by=decided_by
+        )
 
     @classmethod
-    def escalate(cls, zone: str, reasons: tuple[str, ...], *,
-                 policies: tuple[PolicyRef, ...] = ()) -> Verdict:
+    def escalate(
+        cls, zone: str, reasons: tuple[str, ...], *, policies: tuple[PolicyRef, ...] = ()
+    ) -> Verdict:
         """A human must approve, edit or reject the action first."""
         return cls(kind="escalate", zone=zone, reasons=reasons, policies=policies)
 

@@ -1,8 +1,13 @@
 """Nodes: the run state schema and the node factories the orchestrator graph is built from."""
 
 from nodes.agent import make_agent_node, route_after_agent
-from nodes.approval import InvalidResumeError, ReviewResponse, make_approval_node, parse_review
-from nodes.approval import route_after_approval
+from nodes.approval import (
+    InvalidResumeError,
+    ReviewResponse,
+    make_approval_node,
+    parse_review,
+    route_after_approval,
+)
 from nodes.execute import make_execute_node, route_after_execute
 from nodes.finalize import make_finalize_node
 from nodes.guard import make_guard_node, route_after_guard

@@ -37,23 +37,36 @@ def proposals_from(agent: str, reply: AIMessage) -> list[ProposalRecord]:
     """The reply's tool calls (well-formed and malformed) as proposals."""
     rationale = reply.content if isinstance(reply.content, str) else ""
     proposals = [
-        ProposalRecord(call_id=call["id"] or "", agent=agent, tool=call["name"],
-                       args=dict(call["args"]), confidence=_confidence(reply, call["id"] or ""),
-                       rationale=rationale, error=None)
+        ProposalRecord(
+            call_id=call["id"] or "",
+            agent=agent,
+            tool=call["name"],
+            args=dict(call["args"]),
+            confidence=_confidence(reply, call["id"] or ""),
+            rationale=rationale,
+            error=None,
+        )
         for call in reply.tool_calls
     ]
     proposals += [
-        ProposalRecord(call_id=bad.get("id") or "", agent=agent, tool=bad.get("name") or "",
-                       args={}, confidence=None, rationale=rationale,
-                       error=f"arguments were not valid JSON ({bad.get('error') or 'unparsable'}):"
-                             f" {bad.get('args')!r}. Call the tool again with a JSON object.")
+        ProposalRecord(
+            call_id=bad.get("id") or "",
+            agent=agent,
+            tool=bad.get("name") or "",
+            args={},
+            confidence=None,
+            rationale=rationale,
+            error=f"arguments were not valid JSON ({bad.get('error') or 'unparsable'}):"
+            f" {bad.get('args')!r}. Call the tool again with a JSON object.",
+        )
         for bad in reply.invalid_tool_calls
     ]
     return proposals
 
 
-def make_agent_node(spec: AgentSpec, tools: ToolRegistry, limits: RunLimits,
-                    prices: PriceTable) -> Callable[[RunState], dict[str, Any]]:
+def make_agent_node(
+    spec: AgentSpec, tools: ToolRegistry, limits: RunLimits, prices: PriceTable
+) -> Callable[[RunState], dict[str, Any]]:
     """Build the node for specialist `spec`, whose model sees only `tools`."""
     schemas = [tool.llm_schema() for tool in tools]
     model = spec.model.bind_tools(schemas) if schemas else spec.model
@@ -65,14 +78,19 @@ def make_agent_node(spec: AgentSpec, tools: ToolRegistry, limits: RunLimits,
         reserve = estimate_tokens(messages, schemas)
         halted = limits.check(usage_snapshot(state), next_tokens=reserve, next_steps=1)
         if halted is not None:
-            return {"proposals": [],
-                    "verdicts": [*state.get("verdicts", []), verdict_record(halted, "")],
-                    "outcome": Outcome(status="halted", reason=halted.reason, summary="")}
+            return {
+                "proposals": [],
+                "verdicts": [*state.get("verdicts", []), verdict_record(halted, "")],
+                "outcome": Outcome(status="halted", reason=halted.reason, summary=""),
+            }
         reply = model.invoke(messages)
         reply.name = spec.name
         tokens_in, tokens_out = usage_of(reply, reserve)
-        call = ModelCall(tokens_in=tokens_in, tokens_out=tokens_out,
-                         cost_usd=prices.cost(model_name, tokens_in, tokens_out))
+        call = ModelCall(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=prices.cost(model_name, tokens_in, tokens_out),
+        )
         return {
             "messages": [reply],
             "active_agent": spec.name,

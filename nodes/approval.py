@@ -25,8 +25,13 @@ from nodes.records import agent_node_name, latest_verdicts, pending_with, verdic
 from nodes.state import ProposalRecord, RunState
 from nodes.workflow import EscalationPath
 
-__all__ = ["InvalidResumeError", "ReviewResponse", "make_approval_node", "parse_review",
-           "route_after_approval"]
+__all__ = [
+    "InvalidResumeError",
+    "ReviewResponse",
+    "make_approval_node",
+    "parse_review",
+    "route_after_approval",
+]
 
 
 class InvalidResumeError(ValueError):
@@ -79,23 +84,28 @@ class ReviewResponse(BaseModel):
     decisions: list[Decision]
 
 
-def parse_review(value: Any, requests: Sequence[ProposalRecord],
-                 allowed: Sequence[str]) -> list[Decision]:
+def parse_review(
+    value: Any, requests: Sequence[ProposalRecord], allowed: Sequence[str]
+) -> list[Decision]:
     """Validate a resume value against the pending requests.
 
     Raises:
         InvalidResumeError: naming what was wrong and the expected shape.
     """
-    expected = ('expected {"decisions": [{"type": "approve"} | {"type": "edit", "edited_action": '
-                '{"name": ..., "args": {...}}} | {"type": "reject", "message": "..."}]}')
+    expected = (
+        'expected {"decisions": [{"type": "approve"} | {"type": "edit", "edited_action": '
+        '{"name": ..., "args": {...}}} | {"type": "reject", "message": "..."}]}'
+    )
     try:
         response = ReviewResponse.model_validate(value)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-            for e in error.errors(include_url=False))
-        raise InvalidResumeError(f"invalid resume value {value!r}: {problems}; {expected}"
-                                 ) from None
+            for e in error.errors(include_url=False)
+        )
+        raise InvalidResumeError(
+            f"invalid resume value {value!r}: {problems}; {expected}"
+        ) from None
     if len(response.decisions) != len(requests):
         raise InvalidResumeError(
             f"got {len(response.decisions)} decision(s) for {len(requests)} pending action(s) "
@@ -104,16 +114,19 @@ def parse_review(value: Any, requests: Sequence[ProposalRecord],
     for index, (decision, request) in enumerate(zip(response.decisions, requests, strict=True)):
         if decision.type not in allowed:
             raise InvalidResumeError(
-                f"decision {index} is {decision.type!r} but only {list(allowed)} are allowed here")
+                f"decision {index} is {decision.type!r} but only {list(allowed)} are allowed here"
+            )
         if isinstance(decision, EditDecision) and decision.edited_action.name != request["tool"]:
             raise InvalidResumeError(
                 f"decision {index} edits `{decision.edited_action.name}` but the action is "
-                f"`{request['tool']}`; an edit may change arguments, not the tool")
+                f"`{request['tool']}`; an edit may change arguments, not the tool"
+            )
     return list(response.decisions)
 
 
-def _payload(requests: Sequence[ProposalRecord], state: RunState,
-             escalation: EscalationPath) -> dict[str, Any]:
+def _payload(
+    requests: Sequence[ProposalRecord], state: RunState, escalation: EscalationPath
+) -> dict[str, Any]:
     latest = latest_verdicts(state)
     return {
         "action_requests": [
@@ -121,8 +134,7 @@ def _payload(requests: Sequence[ProposalRecord], state: RunState,
                 "name": r["tool"],
                 "args": r["args"],
                 "description": f"`{r['agent']}` proposes `{r['tool']}`: "
-                               f"{'; '.join(latest[r['call_id']]['reasons'])}. {r['rationale']}"
-                               .strip(),
+                f"{'; '.join(latest[r['call_id']]['reasons'])}. {r['rationale']}".strip(),
                 "call_id": r["call_id"],
                 "agent": r["agent"],
                 "zone": latest[r["call_id"]]["zone"],
@@ -159,17 +171,24 @@ def make_approval_node(escalation: EscalationPath) -> Callable[[RunState], dict[
             note = (decision.note,) if decision.note else ()
             if isinstance(decision, RejectDecision):
                 reason = decision.message or decision.note or "rejected by a reviewer"
-                records.append(verdict_record(Verdict.deny(reason, decided_by=who),
-                                              request["call_id"]))
-                messages.append(ToolMessage(content=f"rejected by reviewer: {reason}",
-                                            tool_call_id=request["call_id"],
-                                            name=request["tool"], status="error"))
+                records.append(
+                    verdict_record(Verdict.deny(reason, decided_by=who), request["call_id"])
+                )
+                messages.append(
+                    ToolMessage(
+                        content=f"rejected by reviewer: {reason}",
+                        tool_call_id=request["call_id"],
+                        name=request["tool"],
+                        status="error",
+                    )
+                )
                 continue
             if isinstance(decision, EditDecision):
                 proposals[request["call_id"]] = {**request, "args": decision.edited_action.args}
                 note = (f"edited by reviewer: args {decision.edited_action.args}", *note)
-            records.append(verdict_record(Verdict.allow(decided_by=who, reasons=note),
-                                          request["call_id"]))
+            records.append(
+                verdict_record(Verdict.allow(decided_by=who, reasons=note), request["call_id"])
+            )
         return {"proposals": list(proposals.values()), "verdicts": records, "messages": messages}
 
     return approval

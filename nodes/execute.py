@@ -15,26 +15,42 @@ from tools import ExecutionGateway, ToolInvocation
 __all__ = ["make_execute_node", "route_after_execute"]
 
 
-def make_execute_node(gateway: ExecutionGateway
-                      ) -> Callable[[RunState, RunnableConfig], dict[str, Any]]:
+def make_execute_node(
+    gateway: ExecutionGateway,
+) -> Callable[[RunState, RunnableConfig], dict[str, Any]]:
     """Build the execute node over `gateway`."""
 
     def execute(state: RunState, config: RunnableConfig) -> dict[str, Any]:
         thread_id = str((config.get("configurable") or {}).get("thread_id", ""))
         messages = []
         for proposal in pending_with(state, "allow"):
-            result = gateway.execute(ToolInvocation(
-                tool=proposal["tool"], args=proposal["args"], call_id=proposal["call_id"],
-                tenant=state.get("tenant", "default"), thread_id=thread_id,
-                agent=proposal["agent"]))
-            messages.append(ToolMessage(
-                content=result.content, tool_call_id=result.call_id, name=result.tool,
-                status="success" if result.ok else "error",
-                artifact={"idempotency_key": result.idempotency_key,
-                          "error_kind": result.error_kind}))
+            result = gateway.execute(
+                ToolInvocation(
+                    tool=proposal["tool"],
+                    args=proposal["args"],
+                    call_id=proposal["call_id"],
+                    tenant=state.get("tenant", "default"),
+                    thread_id=thread_id,
+                    agent=proposal["agent"],
+                )
+            )
+            messages.append(
+                ToolMessage(
+                    content=result.content,
+                    tool_call_id=result.call_id,
+                    name=result.tool,
+                    status="success" if result.ok else "error",
+                    artifact={
+                        "idempotency_key": result.idempotency_key,
+                        "error_kind": result.error_kind,
+                    },
+                )
+            )
         usage = state.get("usage") or new_usage()
-        return {"messages": messages,
-                "usage": Usage(**{**usage, "tool_calls": usage["tool_calls"] + len(messages)})}
+        return {
+            "messages": messages,
+            "usage": Usage(**{**usage, "tool_calls": usage["tool_calls"] + len(messages)}),
+        }
 
     return execute
 

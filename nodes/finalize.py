@@ -29,15 +29,21 @@ def make_finalize_node(workflow: Workflow) -> Callable[[RunState], dict[str, Any
         summary = _final_answer(state)
         outcome = state.get("outcome")
         if outcome:
-            outcome = Outcome(status=outcome["status"], reason=outcome["reason"],
-                              summary=outcome["summary"] or summary)
+            outcome = Outcome(
+                status=outcome["status"],
+                reason=outcome["reason"],
+                summary=outcome["summary"] or summary,
+            )
         elif failure := workflow.exit.failure(state):
             outcome = Outcome(status="failed", reason=failure, summary=summary)
         elif workflow.exit.success(state):
             outcome = Outcome(status="resolved", reason="exit condition met", summary=summary)
         else:
-            outcome = Outcome(status="unresolved", summary=summary,
-                              reason="specialists finished without meeting the exit condition")
+            outcome = Outcome(
+                status="unresolved",
+                summary=summary,
+                reason="specialists finished without meeting the exit condition",
+            )
         return {"outcome": outcome, "active_agent": None, "proposals": []}
 
     return finalize

@@ -18,13 +18,17 @@ __all__ = ["make_guard_node", "refusal_message", "route_after_guard"]
 
 def refusal_message(proposal: ProposalRecord, text: str) -> ToolMessage:
     """The tool message that answers a call which did not run (the model must see why)."""
-    return ToolMessage(content=text, tool_call_id=proposal["call_id"], name=proposal["tool"],
-                       status="error")
+    return ToolMessage(
+        content=text, tool_call_id=proposal["call_id"], name=proposal["tool"], status="error"
+    )
 
 
-def make_guard_node(guard: ActionGuard, registry: ToolRegistry, workflow: Workflow,
-                    agent_tools: Mapping[str, frozenset[str]]
-                    ) -> Callable[[RunState], dict[str, Any]]:
+def make_guard_node(
+    guard: ActionGuard,
+    registry: ToolRegistry,
+    workflow: Workflow,
+    agent_tools: Mapping[str, frozenset[str]],
+) -> Callable[[RunState], dict[str, Any]]:
     """Build the guard node.
 
     Args:
@@ -55,20 +59,27 @@ def make_guard_node(guard: ActionGuard, registry: ToolRegistry, workflow: Workfl
     def guard_node(state: RunState) -> dict[str, Any]:
         proposals = state.get("proposals") or []
         verdicts = [(p, decide(state, p)) for p in proposals]
-        records = [*state.get("verdicts", []), *(verdict_record(v, p["call_id"])
-                                                 for p, v in verdicts)]
+        records = [
+            *state.get("verdicts", []),
+            *(verdict_record(v, p["call_id"]) for p, v in verdicts),
+        ]
         halt = next((v for _, v in verdicts if v.kind == "halt"), None)
         if halt is not None:
             return {
                 "verdicts": records,
-                "messages": [refusal_message(p, f"not run: the run was halted ({halt.reason})")
-                             for p in proposals],
+                "messages": [
+                    refusal_message(p, f"not run: the run was halted ({halt.reason})")
+                    for p in proposals
+                ],
                 "outcome": Outcome(status="halted", reason=halt.reason, summary=""),
             }
         return {
             "verdicts": records,
-            "messages": [refusal_message(p, f"denied by policy: {v.reason}")
-                         for p, v in verdicts if v.kind == "deny"],
+            "messages": [
+                refusal_message(p, f"denied by policy: {v.reason}")
+                for p, v in verdicts
+                if v.kind == "deny"
+            ],
         }
 
     return guard_node

@@ -38,8 +38,10 @@ def make_intake_node(workflow: Workflow) -> Callable[..., dict[str, Any]]:
         }
         problem = None
         if not _TENANT.match(context.tenant or ""):
-            problem = (f"tenant {context.tenant!r} is not a valid tenant id (letters, digits, "
-                       "`_.-`, at most 64 chars); pass context={'tenant': ...}")
+            problem = (
+                f"tenant {context.tenant!r} is not a valid tenant id (letters, digits, "
+                "`_.-`, at most 64 chars); pass context={'tenant': ...}"
+            )
         else:
             problem = workflow.entry.rejects(request_text(state.get("messages") or []))
         if problem:

@@ -17,8 +17,13 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
-__all__ = ["ModelConfigError", "ScriptPolicy", "ScriptedChatModel", "estimate_tokens",
-           "load_chat_model"]
+__all__ = [
+    "ModelConfigError",
+    "ScriptPolicy",
+    "ScriptedChatModel",
+    "estimate_tokens",
+    "load_chat_model",
+]
 
 ScriptPolicy = Callable[[Sequence[BaseMessage], Sequence[dict[str, Any]]], AIMessage]
 """Decides the next reply from the conversation and the bound tool schemas."""
@@ -38,8 +43,11 @@ class ModelConfigError(ValueError):
 
 
 def _message_chars(message: BaseMessage) -> int:
-    size = len(message.content) if isinstance(message.content, str) else len(json.dumps(
-        message.content, default=str))
+    size = (
+        len(message.content)
+        if isinstance(message.content, str)
+        else len(json.dumps(message.content, default=str))
+    )
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
         size += len(json.dumps(tool_calls, default=str))
@@ -60,8 +68,9 @@ def estimate_tokens(messages: Sequence[BaseMessage], tools: Sequence[dict[str, A
 def _stable_call_id(messages: Sequence[BaseMessage], name: str, args: Any, index: int) -> str:
     # Derived from the conversation so a re-run from a checkpoint yields the same ids.
     last = messages[-1].content if messages else ""
-    seed = json.dumps([len(messages), str(last)[:200], name, args, index], sort_keys=True,
-                      default=str)
+    seed = json.dumps(
+        [len(messages), str(last)[:200], name, args, index], sort_keys=True, default=str
+    )
     return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
@@ -88,13 +97,15 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "bastion-scripted"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any
-                   ) -> Runnable[LanguageModelInput, AIMessage]:
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tool schemas (dicts, pydantic models, functions or LangChain tools)."""
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
-    def _next_reply(self, messages: Sequence[BaseMessage],
-                    tools: Sequence[dict[str, Any]]) -> AIMessage:
+    def _next_reply(
+        self, messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]
+    ) -> AIMessage:
         if self.responses is not None:
             if self._played >= len(self.responses):
                 raise ModelConfigError(
@@ -108,15 +119,22 @@ class ScriptedChatModel(BaseChatModel):
             raise ModelConfigError("ScriptedChatModel needs `responses` or a `policy`")
         return self.policy(messages, tools)
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None,
-                  tools: Sequence[dict[str, Any]] = (), **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        tools: Sequence[dict[str, Any]] = (),
+        **kwargs: Any,
+    ) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
         reply = self._next_reply(messages, tools)
         tool_calls = [
-            {**call, "id": call.get("id") or _stable_call_id(messages, call["name"],
-                                                            call["args"], i)}
+            {
+                **call,
+                "id": call.get("id") or _stable_call_id(messages, call["name"], call["args"], i),
+            }
             for i, call in enumerate(reply.tool_calls)
         ]
         tokens_in = estimate_tokens(messages, tools)
@@ -126,8 +144,11 @@ class ScriptedChatModel(BaseChatModel):
             tool_calls=tool_calls,
             additional_kwargs=reply.additional_kwargs,
             response_metadata={"model_name": self.model_name},
-            usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out,
-                            "total_tokens": tokens_in + tokens_out},
+            usage_metadata={
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 

@@ -80,16 +80,20 @@ class ModelRouter:
 
     model: BaseChatModel
     """Model that routes."""
-    instructions: str = ("You are the orchestrator. Read the request and the work done so far, "
-                         "then hand off to the one specialist who should act next, or finish.")
+    instructions: str = (
+        "You are the orchestrator. Read the request and the work done so far, "
+        "then hand off to the one specialist who should act next, or finish."
+    )
     """System prompt for routing."""
     prices: PriceTable = PriceTable()
     """Prices for charging the routing call."""
 
     def _messages(self, state: RunState, agents: Sequence[str]) -> list[Any]:
         consulted = ", ".join(state.get("routes") or []) or "none"
-        prompt = (f"{self.instructions}\nSpecialists: {', '.join(agents)}.\n"
-                  f"Already consulted: {consulted}.")
+        prompt = (
+            f"{self.instructions}\nSpecialists: {', '.join(agents)}.\n"
+            f"Already consulted: {consulted}."
+        )
         return [SystemMessage(prompt), *(state.get("messages") or [])]
 
     def estimated_tokens(self, state: RunState) -> int:
@@ -103,8 +107,10 @@ class ModelRouter:
                 "description": "Hand the request to a specialist, or `finish` when it is done.",
                 "parameters": {
                     "type": "object",
-                    "properties": {"to": {"type": "string", "enum": [*agents, FINISH]},
-                                   "reason": {"type": "string"}},
+                    "properties": {
+                        "to": {"type": "string", "enum": [*agents, FINISH]},
+                        "reason": {"type": "string"},
+                    },
                     "required": ["to"],
                 },
             },
@@ -112,27 +118,36 @@ class ModelRouter:
         messages = self._messages(state, agents)
         reply = self.model.bind_tools([handoff], tool_choice="handoff").invoke(messages)
         tokens_in, tokens_out = usage_of(reply, estimate_tokens(messages))
-        call = ModelCall(tokens_in=tokens_in, tokens_out=tokens_out,
-                         cost_usd=self.prices.cost(model_name_of(self.model), tokens_in,
-                                                   tokens_out))
+        call = ModelCall(
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=self.prices.cost(model_name_of(self.model), tokens_in, tokens_out),
+        )
         choice = reply.tool_calls[0]["args"] if reply.tool_calls else {"to": FINISH}
         target = choice.get("to", FINISH)
-        return RouteDecision(next_agent=None if target == FINISH else str(target),
-                             reason=str(choice.get("reason", "")), model_call=call)
+        return RouteDecision(
+            next_agent=None if target == FINISH else str(target),
+            reason=str(choice.get("reason", "")),
+            model_call=call,
+        )
 
 
-def make_orchestrator_node(router: Router, agents: Sequence[str], limits: RunLimits
-                           ) -> Callable[[RunState], dict[str, Any]]:
+def make_orchestrator_node(
+    router: Router, agents: Sequence[str], limits: RunLimits
+) -> Callable[[RunState], dict[str, Any]]:
     """Build the hub node over `agents` with `router` deciding, under `limits`."""
 
     def orchestrator(state: RunState) -> dict[str, Any]:
         reserve = router.estimated_tokens(state)
-        halted = limits.check(usage_snapshot(state), next_tokens=reserve,
-                              next_steps=1 if reserve else 0)
+        halted = limits.check(
+            usage_snapshot(state), next_tokens=reserve, next_steps=1 if reserve else 0
+        )
         if halted is not None:
-            return {"active_agent": None, "verdicts": [*state.get("verdicts", []),
-                                                       verdict_record(halted, "")],
-                    "outcome": Outcome(status="halted", reason=halted.reason, summary="")}
+            return {
+                "active_agent": None,
+                "verdicts": [*state.get("verdicts", []), verdict_record(halted, "")],
+                "outcome": Outcome(status="halted", reason=halted.reason, summary=""),
+            }
         decision = router.choose(state, agents)
         update: dict[str, Any] = {"active_agent": decision.next_agent}
         if decision.model_call is not None:
@@ -142,9 +157,11 @@ def make_orchestrator_node(router: Router, agents: Sequence[str], limits: RunLim
         if decision.next_agent not in agents:
             update["active_agent"] = None
             update["outcome"] = Outcome(
-                status="failed", summary="",
+                status="failed",
+                summary="",
                 reason=f"orchestrator chose unknown specialist `{decision.next_agent}`; "
-                       f"specialists are {list(agents)}")
+                f"specialists are {list(agents)}",
+            )
             return update
         update["routes"] = [*state.get("routes", []), decision.next_agent]
         return update

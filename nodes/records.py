@@ -17,9 +17,9 @@ __all__ = [
     "agent_node_name",
     "charge_model_call",
     "latest_verdicts",
-    "pending_with",
     "model_name_of",
     "new_usage",
+    "pending_with",
     "request_text",
     "usage_of",
     "usage_snapshot",
@@ -34,8 +34,9 @@ def agent_node_name(agent: str) -> str:
 
 def new_usage() -> Usage:
     """Zero usage, started now."""
-    return Usage(tokens_in=0, tokens_out=0, steps=0, tool_calls=0, cost_usd=0.0,
-                 started_at=time.time())
+    return Usage(
+        tokens_in=0, tokens_out=0, steps=0, tool_calls=0, cost_usd=0.0, started_at=time.time()
+    )
 
 
 def usage_snapshot(state: RunState) -> UsageSnapshot:
@@ -103,8 +104,11 @@ def latest_verdicts(state: RunState) -> dict[str, VerdictRecord]:
 def pending_with(state: RunState, kind: str) -> list[ProposalRecord]:
     """Pending proposals whose deciding verdict is `kind`."""
     latest = latest_verdicts(state)
-    return [p for p in state.get("proposals") or []
-            if p["call_id"] in latest and latest[p["call_id"]]["kind"] == kind]
+    return [
+        p
+        for p in state.get("proposals") or []
+        if p["call_id"] in latest and latest[p["call_id"]]["kind"] == kind
+    ]
 
 
 def request_text(messages: Sequence[BaseMessage]) -> str:

@@ -10,8 +10,14 @@ from langchain_core.language_models import BaseChatModel
 from guards import RunLimits
 from nodes.state import RunState
 
-__all__ = ["AgentSpec", "EntryCondition", "EscalationPath", "ExitConditions", "Workflow",
-           "WorkflowConfigError"]
+__all__ = [
+    "AgentSpec",
+    "EntryCondition",
+    "EscalationPath",
+    "ExitConditions",
+    "Workflow",
+    "WorkflowConfigError",
+]
 
 
 class WorkflowConfigError(ValueError):
@@ -46,6 +52,8 @@ class EntryCondition:
     """Shortest acceptable request."""
     max_chars: int = 8000
     """Longest acceptable request."""
+    check: Callable[[str], str | None] | None = None
+    """Workflow-specific check: returns why the request is not acceptable, or None."""
 
     def rejects(self, text: str) -> str | None:
         """Why `text` is not acceptable, or None if it is."""
@@ -54,7 +62,7 @@ class EntryCondition:
             return f"request is empty or too short ({size} chars, need at least {self.min_chars})"
         if size > self.max_chars:
             return f"request is too long ({size} chars, limit {self.max_chars}); split it up"
-        return None
+        return self.check(text) if self.check else None
 
 
 @dataclass(frozen=True, kw_only=True)

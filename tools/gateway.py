@@ -79,37 +79,59 @@ class ExecutionGateway:
         """Validate, run and bound one call."""
         spec = self._registry.get(invocation.tool)
         if spec is None:
-            return self._failed(invocation, "unknown_tool",
-                                self._registry.unknown_tool_message(invocation.tool))
+            return self._failed(
+                invocation, "unknown_tool", self._registry.unknown_tool_message(invocation.tool)
+            )
         try:
             args = spec.input_model.model_validate(dict(invocation.args))
         except ValidationError as error:
-            return self._failed(invocation, "invalid_args",
-                                _format_validation_error(spec.name, error))
+            return self._failed(
+                invocation, "invalid_args", _format_validation_error(spec.name, error)
+            )
         canonical = args.model_dump(mode="json")
         key = idempotency_key(invocation.tenant, invocation.thread_id, spec.name, canonical)
-        ctx = ToolContext(tenant=invocation.tenant, thread_id=invocation.thread_id,
-                          agent=invocation.agent, call_id=invocation.call_id, idempotency_key=key)
+        ctx = ToolContext(
+            tenant=invocation.tenant,
+            thread_id=invocation.thread_id,
+            agent=invocation.agent,
+            call_id=invocation.call_id,
+            idempotency_key=key,
+        )
         try:
             output = spec.run(args, ctx)
         except ToolError as error:
             return self._failed(invocation, "tool_error", f"`{spec.name}` failed: {error}", key)
         except Exception as error:  # a crashing tool must not crash the run
             return self._failed(
-                invocation, "crashed",
+                invocation,
+                "crashed",
                 f"`{spec.name}` crashed with {type(error).__name__}: {error}. "
                 "This is not caused by your arguments; do not retry the same call.",
                 key,
             )
         content = json.dumps(to_jsonable_python(output), ensure_ascii=False)
         if len(content) > spec.max_output_chars:
-            content = (content[: spec.max_output_chars]
-                       + f"… [truncated: {len(content)} chars, limit {spec.max_output_chars}]")
-        return ToolResult(call_id=invocation.call_id, tool=spec.name, ok=True, content=content,
-                          idempotency_key=key)
+            content = (
+                content[: spec.max_output_chars]
+                + f"… [truncated: {len(content)} chars, limit {spec.max_output_chars}]"
+            )
+        return ToolResult(
+            call_id=invocation.call_id,
+            tool=spec.name,
+            ok=True,
+            content=content,
+            idempotency_key=key,
+        )
 
     @staticmethod
-    def _failed(invocation: ToolInvocation, kind: ErrorKind, message: str,
-                key: str | None = None) -> ToolResult:
-        return ToolResult(call_id=invocation.call_id, tool=invocation.tool, ok=False,
-                          content=message, error_kind=kind, idempotency_key=key)
+    def _failed(
+        invocation: ToolInvocation, kind: ErrorKind, message: str, key: str | None = None
+    ) -> ToolResult:
+        return ToolResult(
+            call_id=invocation.call_id,
+            tool=invocation.tool,
+            ok=False,
+            content=message,
+            error_kind=kind,
+            idempotency_key=key,
+        )

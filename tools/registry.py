@@ -17,7 +17,9 @@ class ToolRegistry:
         self._specs: dict[str, ToolSpec] = {}
         for spec in specs:
             if spec.name in self._specs:
-                raise ToolConfigError(f"tool `{spec.name}` is registered twice; names must be unique")
+                raise ToolConfigError(
+                    f"tool `{spec.name}` is registered twice; names must be unique"
+                )
             self._specs[spec.name] = spec
 
     def __contains__(self, name: object) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -101,16 +102,20 @@ class ToolSpec:
 
 def _input_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
     fields: dict[str, Any] = {}
+    try:  # resolves string annotations (`from __future__ import annotations`)
+        hints = typing.get_type_hints(func, include_extras=True)
+    except NameError as error:
+        raise ToolConfigError(f"tool `{name}`: cannot resolve an annotation ({error})") from error
     for param in inspect.signature(func).parameters.values():
         if param.name == "ctx":
             continue
-        if param.annotation is inspect.Parameter.empty:
+        if param.name not in hints:
             raise ToolConfigError(
                 f"tool `{name}`: parameter `{param.name}` has no type annotation; every argument "
                 "needs one so the contract can validate it"
             )
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (param.annotation, default)
+        fields[param.name] = (hints[param.name], default)
     model_name = "".join(part.title() for part in name.split("_")) + "Args"
     return create_model(  # type: ignore[call-overload,no-any-return]
         model_name, __config__=ConfigDict(extra="forbid"), **fields

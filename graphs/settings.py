@@ -1,0 +1,78 @@
+"""Settings from the environment: where state lives, which servers and which model to use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+__all__ = ["Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A `BASTION_*` variable has a value that cannot work (names it and the expected form)."""
+
+
+class Settings(BaseModel):
+    """Bastion's configuration. `Settings.from_env()` reads the `BASTION_*` variables."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path = Path(".bastion")
+    """`BASTION_HOME`: folder for embedded state (checkpoints, business database)."""
+    redis_url: str | None = None
+    """`BASTION_REDIS_URL`: when set, checkpoints go to Redis (needs JSON + search modules)."""
+    weaviate_url: str | None = None
+    """`BASTION_WEAVIATE_URL`: long-term memory server (used by later layers)."""
+    model: str = "scripted"
+    """`BASTION_MODEL`: `scripted` (offline, deterministic) or `provider:model`."""
+    tenant: str = "demo"
+    """`BASTION_TENANT`: tenant used by the CLI when none is given."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("model")
+    @classmethod
+    def _model_spec(cls, value: str) -> str:
+        if value != "scripted" and ":" not in value:
+            raise ValueError("must be `scripted` or `provider:model`, e.g. openai:gpt-4o-mini")
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `BASTION_*` variables (unset ones keep their defaults).
+
+        Raises:
+            SettingsError: naming the variable, its value and what is expected.
+        """
+        env = os.environ if env is None else env
+        values = {
+            field: env[f"BASTION_{field.upper()}"]
+            for field in cls.model_fields
+            if env.get(f"BASTION_{field.upper()}")
+        }
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"BASTION_{str(e['loc'][0]).upper()}={e['input']!r}: {e['msg']}"
+                for e in error.errors(include_url=False)
+            )
+            raise SettingsError(f"invalid settings: {problems}") from None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """SQLite checkpoint file (embedded default)."""
+        return self.home / "checkpoints.sqlite"
+
+    @property
+    def support_db_path(self) -> Path:
+        """The support example's business database."""
+        return self.home / "support.sqlite"

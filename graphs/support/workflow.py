@@ -1,0 +1,92 @@
+"""The customer-support operations workflow: task boundary, specialists and graph."""
+
+from __future__ import annotations
+
+import re
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, ToolMessage
+from langgraph.graph import StateGraph
+
+from graphs.orchestrator import build_orchestrator
+from graphs.support.db import SupportDB
+from graphs.support.model import support_model
+from graphs.support.tools import make_support_tools
+from guards import RunLimits
+from nodes import (
+    AgentSpec,
+    EntryCondition,
+    EscalationPath,
+    ExitConditions,
+    ModelRouter,
+    RunState,
+    Workflow,
+)
+from observability import PriceTable
+
+__all__ = ["SUPPORT_WORKFLOW", "build_support_graph", "format_ticket"]
+
+
+def format_ticket(sender: str, subject: str, body: str) -> str:
+    """A ticket as the text the graph receives."""
+    return f"From: {sender}\nSubject: {subject}\n\n{body}"
+
+
+def _ticket_problem(text: str) -> str | None:
+    if not re.search(r"^From:\s*\S+@\S+", text, re.M):
+        return "a support ticket needs a `From: <email>` line; format it with format_ticket()"
+    body = text.split("\n\n", 1)[1].strip() if "\n\n" in text else ""
+    if len(body) < 10:
+        return f"the ticket body is empty or too short ({len(body)} chars, need at least 10)"
+    return None
+
+
+def _replied(state: RunState) -> bool:
+    # Success means the customer got an answer this run: a `send_email` that succeeded.
+    messages = state.get("messages") or []
+    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    return any(
+        isinstance(m, ToolMessage) and m.name == "send_email" and m.status != "error"
+        for m in messages[start:]
+    )
+
+
+SUPPORT_WORKFLOW = Workflow(
+    name="support",
+    entry=EntryCondition(min_chars=10, max_chars=4000, check=_ticket_problem),
+    exit=ExitConditions(success=_replied),
+    write_tools=frozenset({"cancel_order", "issue_refund", "draft_email", "send_email"}),
+    limits=RunLimits(max_steps=16, max_tokens=60_000),
+    escalation=EscalationPath(reviewers="support-leads"),
+)
+
+INSTRUCTIONS = {
+    "triage": "Identify the customer from the sender address and summarise what they want.",
+    "orders": "Answer order questions and cancel orders that have not shipped.",
+    "billing": "Handle invoices and refunds. Never refund more than was paid.",
+    "communications": "Draft a short, accurate reply to the customer, then send it.",
+}
+TOOLS = {
+    "triage": ("lookup_customer",),
+    "orders": ("get_order", "cancel_order"),
+    "billing": ("get_invoice", "issue_refund"),
+    "communications": ("draft_email", "send_email"),
+}
+
+
+def build_support_graph(
+    db: SupportDB, model: BaseChatModel | None = None, prices: PriceTable | None = None
+) -> StateGraph:
+    """The support graph over `db`; `model` defaults to the deterministic support model."""
+    model = model or support_model()
+    agents = [
+        AgentSpec(name=name, instructions=INSTRUCTIONS[name], tools=TOOLS[name], model=model)
+        for name in INSTRUCTIONS
+    ]
+    return build_orchestrator(
+        agents,
+        tools=make_support_tools(db),
+        workflow=SUPPORT_WORKFLOW,
+        router=ModelRouter(model=model, prices=prices or PriceTable()),
+        prices=prices,
+    )
