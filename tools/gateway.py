@@ -89,6 +89,8 @@ class ExecutionGateway:
                 invocation, "invalid_args", _format_validation_error(spec.name, error)
             )
         canonical = args.model_dump(mode="json")
+        if spec.idempotency_fields is not None:
+            canonical = {name: canonical[name] for name in spec.idempotency_fields}
         key = idempotency_key(invocation.tenant, invocation.thread_id, spec.name, canonical)
         ctx = ToolContext(
             tenant=invocation.tenant,

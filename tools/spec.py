@@ -71,6 +71,10 @@ class ToolSpec:
     """Risk zone, or a rule giving the zone for given arguments (e.g. by refund amount)."""
     max_output_chars: int = 4000
     """Outputs longer than this are truncated with a notice before reaching the model."""
+    idempotency_fields: tuple[str, ...] | None = None
+    """Arguments that identify the effect; the idempotency key is derived from these only.
+    None means all arguments. E.g. `("to", "subject")`: one reply per subject per thread, even
+    if the model words the body differently on a retry."""
     takes_context: bool = False
     """Whether `func` has a `ctx` parameter for the `ToolContext`."""
 
@@ -129,6 +133,7 @@ def tool_contract(
     name: str | None = None,
     description: str | None = None,
     max_output_chars: int = 4000,
+    idempotency_fields: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], ToolSpec]:
     """Declare a function as a tool with a contract.
 
@@ -144,10 +149,18 @@ def tool_contract(
             raise ToolConfigError(
                 f"tool `{tool_name}` has no description; add a docstring or description=..."
             )
+        input_model = _input_model(func, tool_name)
+        unknown = set(idempotency_fields or ()) - set(input_model.model_fields)
+        if unknown:
+            raise ToolConfigError(
+                f"tool `{tool_name}`: idempotency_fields {sorted(unknown)!r} are not arguments; "
+                f"arguments are {sorted(input_model.model_fields)!r}"
+            )
         return ToolSpec(
             name=tool_name,
             description=doc,
-            input_model=_input_model(func, tool_name),
+            input_model=input_model,
+            idempotency_fields=idempotency_fields,
             func=func,
             side_effect=side_effect,
             zone=zone,

@@ -190,7 +190,7 @@ def _reply_body(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> str:
                 "We could not find an account for this address; please reply with the "
                 "email you ordered with."
             )
-        elif tool == "get_order":
+        elif tool == "get_order" and "cancel_order" not in results:
             facts.append(
                 f"Order {ticket.order_id} is {value['status']}."
                 if ok

@@ -128,7 +128,7 @@ def make_support_tools(db: SupportDB) -> list[ToolSpec]:
             "replayed": False,
         }
 
-    @tool_contract(side_effect="reversible", zone="green")
+    @tool_contract(side_effect="reversible", zone="green", idempotency_fields=("to", "subject"))
     def draft_email(
         to: Email,
         subject: Annotated[str, Field(max_length=200)],

@@ -1,0 +1,153 @@
+"""The `bastion` command line: `bastion demo` and `bastion run "<ticket>"`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from console.demo import demo_json, load_tickets, print_report, run_demo
+from console.review import TerminalReviewer
+from console.runner import Reviewer, run_to_end
+from graphs import Settings, SettingsError
+from graphs.support import (
+    SUPPORT_WORKFLOW,
+    SupportDB,
+    build_support_graph,
+    format_ticket,
+    scripted_review,
+    support_model,
+)
+from memory import CheckpointerConfigError, open_checkpointer
+from nodes import ModelConfigError, load_chat_model
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+FAILED_STATUSES = {"failed", "halted", "rejected"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bastion", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the sample support tickets end to end")
+    demo.add_argument("--tickets", type=Path, help="JSON list of {id, from, subject, body}")
+    demo.add_argument(
+        "--interactive",
+        action="store_true",
+        help="ask in the terminal for approvals instead of the scripted reviewer",
+    )
+    run = commands.add_parser("run", help="handle one support ticket")
+    run.add_argument("text", help="the ticket body (or a full ticket with From:/Subject: lines)")
+    run.add_argument("--from", dest="sender", help="customer email, if the text has no From:")
+    run.add_argument("--subject", default="Support request")
+    run.add_argument("--thread", help="thread id to use or continue (default: a new one)")
+    run.add_argument(
+        "--reviewer",
+        choices=["interactive", "scripted"],
+        default="interactive",
+        help="who answers approvals (default: you, in the terminal)",
+    )
+    for sub in (demo, run):
+        sub.add_argument("--tenant", help="tenant id (default: BASTION_TENANT or `demo`)")
+        sub.add_argument("--reviewer-name", default="operator", help="recorded as the reviewer")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _model(settings: Settings) -> Any:
+    return support_model() if settings.model == "scripted" else load_chat_model(settings.model)
+
+
+def _reviewer(interactive: bool, console: Console, name: str) -> Reviewer:
+    return TerminalReviewer(console, name) if interactive else scripted_review
+
+
+def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    tickets = load_tickets(args.tickets)
+    db = SupportDB(settings.support_db_path)
+    before = db.counts()
+    with open_checkpointer(
+        sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
+    ) as saver:
+        graph = build_support_graph(db, model=_model(settings)).compile(checkpointer=saver)
+        reports = run_demo(
+            graph,
+            tickets,
+            tenant=args.tenant or settings.tenant,
+            reviewer=_reviewer(args.interactive, console, args.reviewer_name),
+            console=console,
+            show_progress=not args.json,
+        )
+    after = db.counts()
+    if args.json:
+        print(json.dumps(demo_json(reports, before, after), indent=2))
+    else:
+        print_report(console, reports, before, after)
+        console.print(
+            f"state: {settings.home}/ (checkpoints, business database) · "
+            "run it again: side effects are not repeated"
+        )
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    text = args.text
+    if not text.lstrip().startswith("From:"):
+        if not args.sender:
+            console.print("error: the ticket has no `From:` line; pass --from <customer email>")
+            return EXIT_USAGE
+        text = format_ticket(args.sender, args.subject, text)
+    db = SupportDB(settings.support_db_path)
+    with open_checkpointer(
+        sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
+    ) as saver:
+        graph = build_support_graph(db, model=_model(settings)).compile(checkpointer=saver)
+        report = run_to_end(
+            graph,
+            text,
+            thread_id=args.thread or f"run-{uuid.uuid4().hex[:12]}",
+            tenant=args.tenant or settings.tenant,
+            reviewer=_reviewer(args.reviewer == "interactive", console, args.reviewer_name),
+            write_tools=SUPPORT_WORKFLOW.write_tools,
+        )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(
+            f"[bold]{report.status}[/] ({report.reason}) · {report.steps} steps · "
+            f"{report.tokens:,} tokens · ${report.cost_usd:.4f} · thread "
+            f"{report.thread_id}"
+        )
+        if report.summary:
+            console.print(report.summary)
+    return EXIT_RUN_FAILED if report.status in FAILED_STATUSES else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bastion` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    # Not a terminal (CI, a pipe): rich would assume 80 columns and squeeze the tables.
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 120)
+    try:
+        settings = Settings.from_env()
+        handler = {"demo": _demo, "run": _run}[args.command]
+        return handler(args, settings, console)
+    except (SettingsError, CheckpointerConfigError, ModelConfigError, ValueError) as error:
+        if args.json:
+            print(json.dumps({"error": str(error), "type": type(error).__name__}))
+        console.print(f"[red]error:[/] {error}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted: the run is checkpointed; run the same command to continue")
+        return EXIT_RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

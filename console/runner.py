@@ -1,0 +1,129 @@
+"""Runs one request through a compiled graph to its end, answering approvals with a reviewer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import HumanMessage, ToolMessage
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from nodes import RunContext
+
+__all__ = ["Reviewer", "RunReport", "run_to_end"]
+
+Reviewer = Callable[[Mapping[str, Any]], Any]
+"""Answers an approval payload with a resume value (`{"decisions": [...]}`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReport:
+    """What one run did, for tables and `--json`."""
+
+    thread_id: str
+    """Thread the run used."""
+    status: str
+    """Outcome status."""
+    reason: str
+    """Outcome reason."""
+    summary: str
+    """Final answer."""
+    steps: int
+    """Model turns."""
+    tokens: int
+    """Input + output tokens."""
+    cost_usd: float
+    """Model spend."""
+    verdicts: Mapping[str, int] = field(default_factory=dict)
+    """Count of verdicts by kind."""
+    approvals: int = 0
+    """Approval interrupts answered."""
+    effects: int = 0
+    """Side-effecting tool calls that succeeded this run."""
+    replayed: int = 0
+    """Of those, how many returned an earlier result instead of acting again."""
+    routes: tuple[str, ...] = ()
+    """Specialists the orchestrator handed to, in order."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {**self.__dict__, "verdicts": dict(self.verdicts), "routes": list(self.routes)}
+
+
+def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[int, int]:
+    messages = values.get("messages") or []
+    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    effects = replayed = 0
+    for message in messages[start:]:
+        if (
+            isinstance(message, ToolMessage)
+            and message.name in write_tools
+            and message.status != "error"
+        ):
+            effects += 1
+            try:
+                replayed += bool(json.loads(str(message.content)).get("replayed"))
+            except (ValueError, AttributeError):
+                pass
+    return effects, replayed
+
+
+def run_to_end(
+    graph: CompiledStateGraph,
+    text: str,
+    *,
+    thread_id: str,
+    tenant: str,
+    reviewer: Reviewer,
+    write_tools: frozenset[str] = frozenset(),
+) -> RunReport:
+    """Run `text` on `thread_id` until the graph ends, resolving each approval with `reviewer`.
+
+    A thread left waiting for an approval (say, an interrupted interactive session) is resumed
+    rather than started again, so no request is processed twice.
+    """
+    config: Any = {"configurable": {"thread_id": thread_id}}
+    context = RunContext(tenant=tenant)
+    pending = graph.get_state(config)
+    if pending.interrupts:
+        result = graph.invoke(
+            Command(resume=reviewer(pending.interrupts[0].value)),
+            config,
+            context=context,
+            durability="sync",
+        )
+        approvals = 1
+    else:
+        result = graph.invoke(
+            {"messages": [("user", text)]}, config, context=context, durability="sync"
+        )
+        approvals = 0
+    while result.get("__interrupt__"):
+        approvals += 1
+        result = graph.invoke(
+            Command(resume=reviewer(result["__interrupt__"][0].value)),
+            config,
+            context=context,
+            durability="sync",
+        )
+    outcome = result.get("outcome") or {}
+    usage = result.get("usage") or {}
+    effects, replayed = _effects(result, write_tools)
+    return RunReport(
+        thread_id=thread_id,
+        status=outcome.get("status", "unknown"),
+        reason=outcome.get("reason", ""),
+        summary=outcome.get("summary", ""),
+        steps=usage.get("steps", 0),
+        tokens=usage.get("tokens_in", 0) + usage.get("tokens_out", 0),
+        cost_usd=usage.get("cost_usd", 0.0),
+        verdicts=Counter(v["kind"] for v in result.get("verdicts") or []),
+        approvals=approvals,
+        effects=effects,
+        replayed=replayed,
+        routes=tuple(result.get("routes") or ()),
+    )
