@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -65,10 +66,8 @@ def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[in
             and message.status != "error"
         ):
             effects += 1
-            try:
+            with contextlib.suppress(ValueError, AttributeError):  # not a JSON object
                 replayed += bool(json.loads(str(message.content)).get("replayed"))
-            except (ValueError, AttributeError):
-                pass
     return effects, replayed
 
 

@@ -142,6 +142,7 @@ class ScriptedChatModel(BaseChatModel):
         message = AIMessage(
             content=reply.content,
             tool_calls=tool_calls,
+            invalid_tool_calls=reply.invalid_tool_calls,
             additional_kwargs=reply.additional_kwargs,
             response_metadata={"model_name": self.model_name},
             usage_metadata={
