@@ -72,7 +72,7 @@ def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[in
 
 
 def run_to_end(
-    graph: CompiledStateGraph,
+    graph: CompiledStateGraph[Any, Any, Any, Any],
     text: str,
     *,
     thread_id: str,

@@ -1,7 +1,15 @@
 """Graphs: the composition root that wires nodes, guards, tools and memory into runnable graphs."""
 
-from graphs.orchestrator import build_orchestrator
+from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.settings import Settings, SettingsError
 from nodes import AgentSpec, RunContext, Workflow
 
-__all__ = ["AgentSpec", "RunContext", "Settings", "SettingsError", "Workflow", "build_orchestrator"]
+__all__ = [
+    "AgentSpec",
+    "OrchestratorBuilder",
+    "RunContext",
+    "Settings",
+    "SettingsError",
+    "Workflow",
+    "build_orchestrator",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
@@ -33,7 +34,10 @@ from nodes import (
 from observability import PriceTable
 from tools import ExecutionGateway, ToolRegistry, ToolSpec
 
-__all__ = ["build_orchestrator"]
+__all__ = ["OrchestratorBuilder", "build_orchestrator"]
+
+OrchestratorBuilder = StateGraph[RunState, RunContext, RunState, RunState]
+"""The uncompiled graph `build_orchestrator` returns."""
 
 
 def build_orchestrator(
@@ -44,7 +48,7 @@ def build_orchestrator(
     router: Router | None = None,
     guard: ActionGuard | None = None,
     prices: PriceTable | None = None,
-) -> StateGraph[RunState, RunContext, RunState, RunState]:
+) -> OrchestratorBuilder:
     """Build (but do not compile) a governed orchestrator graph.
 
     intake → orchestrator ⇄ agent_<name> → guard → approval / execute → back to the agent;
@@ -83,7 +87,9 @@ def build_orchestrator(
     scopes = {agent.name: registry.scoped(agent.tools) for agent in agents}
     agent_nodes = [agent_node_name(name) for name in names]
 
-    builder = StateGraph(RunState, context_schema=RunContext)
+    # Typed as Any while wiring: LangGraph's add_node overloads infer a `total=False` TypedDict
+    # node input as Never, rejecting correctly typed node functions.
+    builder: Any = StateGraph(RunState, context_schema=RunContext)
     builder.add_node("intake", make_intake_node(workflow))
     builder.add_node(
         "orchestrator", make_orchestrator_node(router or SequentialRouter(), names, workflow.limits)
@@ -118,4 +124,5 @@ def build_orchestrator(
     builder.add_conditional_edges("approval", route_after_approval, ["execute", *agent_nodes])
     builder.add_conditional_edges("execute", route_after_execute, agent_nodes)
     builder.add_edge("finalize", END)
-    return builder
+    built: OrchestratorBuilder = builder
+    return built

@@ -59,7 +59,7 @@ class Settings(BaseModel):
             if env.get(f"BASTION_{field.upper()}")
         }
         try:
-            return cls(**values)
+            return cls.model_validate(values)
         except ValidationError as error:
             problems = "; ".join(
                 f"BASTION_{str(e['loc'][0]).upper()}={e['input']!r}: {e['msg']}"

@@ -6,9 +6,8 @@ import re
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, ToolMessage
-from langgraph.graph import StateGraph
 
-from graphs.orchestrator import build_orchestrator
+from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.support.db import SupportDB
 from graphs.support.model import support_model
 from graphs.support.tools import make_support_tools
@@ -76,7 +75,7 @@ TOOLS = {
 
 def build_support_graph(
     db: SupportDB, model: BaseChatModel | None = None, prices: PriceTable | None = None
-) -> StateGraph:
+) -> OrchestratorBuilder:
     """The support graph over `db`; `model` defaults to the deterministic support model."""
     model = model or support_model()
     agents = [
