@@ -76,6 +76,7 @@ PUBLIC = {
     ],
     "graphs": [
         "AgentSpec",
+        "OrchestratorBuilder",
         "RunContext",
         "Settings",
         "SettingsError",
