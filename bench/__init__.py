@@ -1,0 +1,1 @@
+"""Bastion benchmarks (see ../shared/BENCHMARKS.md); run them with `python -m bench`."""

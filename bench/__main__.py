@@ -1,0 +1,56 @@
+"""Run the registered benchmarks, print a table (or JSON) and write bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+BENCHMARKS = {"B1": "bench.b1_orchestration"}
+"""Benchmark id → module exposing `run() -> dict`."""
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _table(results: list[dict[str, Any]]) -> Table:
+    """The results as a rich table; extra fields go in the last column."""
+    columns = ("id", "name", "value", "unit", "baseline", "ratio")
+    table = Table(title="Bastion benchmarks")
+    for column in (*columns, "extra"):
+        table.add_column(column, justify="right" if column in columns[2:] else "left")
+    for result in results:
+        extra = "\n".join(f"{k}={_fmt(v)}" for k, v in result.items() if k not in columns)
+        table.add_row(*(_fmt(result.get(c)) for c in columns), extra)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the selected benchmarks and report them."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BENCHMARKS), help="run only this id (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    results = [importlib.import_module(BENCHMARKS[i]).run() for i in args.only or BENCHMARKS]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2)
+    RESULTS.write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        width = Console().width
+        Console(width=max(width, 120)).print(_table(results))
+
+
+if __name__ == "__main__":
+    main()
