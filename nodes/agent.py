@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -69,13 +70,14 @@ def make_agent_node(
 ) -> Callable[[RunState], dict[str, Any]]:
     """Build the node for specialist `spec`, whose model sees only `tools`."""
     schemas = [tool.llm_schema() for tool in tools]
+    schema_chars = len(json.dumps(schemas)) if schemas else 0  # once, not per model call
     model = spec.model.bind_tools(schemas) if schemas else spec.model
     model_name = model_name_of(spec.model)
     system = SystemMessage(spec.instructions)
 
     def agent(state: RunState) -> dict[str, Any]:
         messages = [system, *(state.get("messages") or [])]
-        reserve = estimate_tokens(messages, schemas)
+        reserve = estimate_tokens(messages, tools_chars=schema_chars)
         halted = limits.check(usage_snapshot(state), next_tokens=reserve, next_steps=1)
         if halted is not None:
             return {

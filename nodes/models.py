@@ -54,13 +54,21 @@ def _message_chars(message: BaseMessage) -> int:
     return size
 
 
-def estimate_tokens(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = ()) -> int:
+def estimate_tokens(
+    messages: Sequence[BaseMessage],
+    tools: Sequence[dict[str, Any]] = (),
+    *,
+    tools_chars: int | None = None,
+) -> int:
     """A cheap, deterministic token estimate (≈ 4 chars a token, 4 tokens of framing a message).
 
-    Used to reserve budget before a call and by the scripted model to report usage.
+    Used to reserve budget before a call and by the scripted model to report usage. Pass
+    `tools_chars` (the size of the serialised tool schemas) to avoid re-encoding them per call.
     """
     chars = sum(_message_chars(m) for m in messages)
-    if tools:
+    if tools_chars is not None:
+        chars += tools_chars
+    elif tools:
         chars += len(json.dumps(list(tools)))
     return chars // 4 + 4 * len(messages)
 
