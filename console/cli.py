@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model(settings: Settings) -> Any:
-    return support_model() if settings.model == "scripted" else load_chat_model(settings.model)
+@contextmanager
+def _support_graph(settings: Settings, db: SupportDB) -> Iterator[Any]:
+    """The support graph compiled on the configured checkpointer, closed on exit."""
+    model = support_model() if settings.model == "scripted" else load_chat_model(settings.model)
+    with open_checkpointer(
+        sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
+    ) as saver:
+        yield build_support_graph(db, model=model).compile(checkpointer=saver)
 
 
 def _reviewer(interactive: bool, console: Console, name: str) -> Reviewer:
@@ -73,10 +80,7 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
     tickets = load_tickets(args.tickets)
     db = SupportDB(settings.support_db_path)
     before = db.counts()
-    with open_checkpointer(
-        sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
-    ) as saver:
-        graph = build_support_graph(db, model=_model(settings)).compile(checkpointer=saver)
+    with _support_graph(settings, db) as graph:
         reports = run_demo(
             graph,
             tickets,
@@ -105,10 +109,7 @@ def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
             return EXIT_USAGE
         text = format_ticket(args.sender, args.subject, text)
     db = SupportDB(settings.support_db_path)
-    with open_checkpointer(
-        sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
-    ) as saver:
-        graph = build_support_graph(db, model=_model(settings)).compile(checkpointer=saver)
+    with _support_graph(settings, db) as graph:
         report = run_to_end(
             graph,
             text,
