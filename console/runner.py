@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.messages import ToolMessage
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from nodes import RunContext
+from nodes import RunContext, this_run
 
 __all__ = ["Reviewer", "RunReport", "run_to_end"]
 
@@ -56,10 +56,8 @@ class RunReport:
 
 
 def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[int, int]:
-    messages = values.get("messages") or []
-    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
     effects = replayed = 0
-    for message in messages[start:]:
+    for message in this_run(values.get("messages") or [])[1]:
         if (
             isinstance(message, ToolMessage)
             and message.name in write_tools

@@ -27,7 +27,7 @@ from nodes.orchestrator import (
     make_orchestrator_node,
     route_from_orchestrator,
 )
-from nodes.records import agent_node_name
+from nodes.records import agent_node_name, this_run
 from nodes.state import (
     Outcome,
     OutcomeStatus,
@@ -86,4 +86,5 @@ __all__ = [
     "route_after_guard",
     "route_after_intake",
     "route_from_orchestrator",
+    "this_run",
 ]

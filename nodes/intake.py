@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from nodes.records import new_usage, request_text
+from nodes.records import new_usage, this_run
 from nodes.state import Outcome, RunContext, RunState
 from nodes.workflow import Workflow
 
@@ -43,7 +43,7 @@ def make_intake_node(workflow: Workflow) -> Callable[..., dict[str, Any]]:
                 "`_.-`, at most 64 chars); pass context={'tenant': ...}"
             )
         else:
-            problem = workflow.entry.rejects(request_text(state.get("messages") or []))
+            problem = workflow.entry.rejects(this_run(state.get("messages") or [])[0])
         if problem:
             update["outcome"] = Outcome(status="rejected", reason=problem, summary="")
         return update

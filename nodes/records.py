@@ -20,7 +20,7 @@ __all__ = [
     "model_name_of",
     "new_usage",
     "pending_with",
-    "request_text",
+    "this_run",
     "usage_of",
     "usage_snapshot",
     "verdict_record",
@@ -111,9 +111,15 @@ def pending_with(state: RunState, kind: str) -> list[ProposalRecord]:
     ]
 
 
-def request_text(messages: Sequence[BaseMessage]) -> str:
-    """Text of the latest human message: the request this run works on."""
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message.content if isinstance(message.content, str) else str(message.content)
-    return ""
+def this_run(messages: Sequence[BaseMessage]) -> tuple[str, list[BaseMessage]]:
+    """The request of the current run (latest human message) and every message after it.
+
+    A thread can hold many runs; a run's own work starts at its request.
+    """
+    for index in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[index], HumanMessage):
+            content = messages[index].content
+            return (content if isinstance(content, str) else str(content)), list(
+                messages[index + 1 :]
+            )
+    return "", list(messages)

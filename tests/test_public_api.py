@@ -73,6 +73,7 @@ PUBLIC = {
         "route_after_guard",
         "route_after_intake",
         "route_from_orchestrator",
+        "this_run",
     ],
     "graphs": [
         "AgentSpec",

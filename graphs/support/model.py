@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
-from nodes import ScriptedChatModel
+from nodes import ScriptedChatModel, this_run
 
 __all__ = ["Ticket", "parse_ticket", "support_model"]
 
@@ -72,9 +72,8 @@ def parse_ticket(text: str) -> Ticket:
 
 
 def _this_run(messages: Sequence[BaseMessage]) -> tuple[Ticket, list[BaseMessage]]:
-    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
-    text = str(messages[start].content) if start >= 0 else ""
-    return parse_ticket(text), list(messages[start + 1 :])
+    text, run = this_run(messages)
+    return parse_ticket(text), run
 
 
 def _results(run: list[BaseMessage]) -> dict[str, tuple[bool, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.messages import ToolMessage
 
 from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.support.db import SupportDB
@@ -20,6 +20,7 @@ from nodes import (
     ModelRouter,
     RunState,
     Workflow,
+    this_run,
 )
 from observability import PriceTable
 
@@ -42,11 +43,9 @@ def _ticket_problem(text: str) -> str | None:
 
 def _replied(state: RunState) -> bool:
     # Success means the customer got an answer this run: a `send_email` that succeeded.
-    messages = state.get("messages") or []
-    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    _, run = this_run(state.get("messages") or [])
     return any(
-        isinstance(m, ToolMessage) and m.name == "send_email" and m.status != "error"
-        for m in messages[start:]
+        isinstance(m, ToolMessage) and m.name == "send_email" and m.status != "error" for m in run
     )
 
 
