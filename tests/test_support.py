@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,11 @@ from graphs.support import (
     SupportDB,
     build_support_graph,
     format_ticket,
+    make_support_tools,
     parse_ticket,
     scripted_review,
 )
+from tools import ExecutionGateway, ToolInvocation, ToolRegistry
 
 TICKETS = {
     t["id"]: t
@@ -120,3 +125,54 @@ def test_ticket_parsing() -> None:
         12.5,
         "refund",
     )
+
+
+@pytest.mark.parametrize(
+    "tool, args",
+    [
+        ("issue_refund", {"order_id": "ORD-1003", "amount": 40.0, "reason": "scratched"}),
+        ("cancel_order", {"order_id": "ORD-1004", "reason": "wrong item"}),
+        ("draft_email", {"to": "a@example.com", "subject": "Re: x", "body": "hello"}),
+    ],
+)
+def test_concurrent_identical_calls_make_one_effect_and_all_succeed(
+    db: SupportDB, tool: str, args: dict[str, Any]
+) -> None:
+    """Eight threads, each with its own SQLite connection, run the same call at once: one
+    writes, the others get its result back as a replay (none sees a constraint error)."""
+    gateway = ExecutionGateway(ToolRegistry(make_support_tools(db)))
+    start = threading.Barrier(8)
+
+    def attempt(index: int) -> Any:
+        start.wait()
+        return gateway.execute(
+            ToolInvocation(
+                tool=tool, args=args, call_id=f"c{index}", tenant="acme", thread_id="t", agent="a"
+            )
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(attempt, range(8)))
+    assert all(r.ok for r in results), [r.content for r in results if not r.ok]
+    replays = [json.loads(r.content)["replayed"] for r in results]
+    assert replays.count(False) == 1 and replays.count(True) == 7
+    counts = db.counts()
+    assert counts["refunds"] + counts["order_events"] + counts["outbound_emails"] == 1
+
+
+def test_effect_holds_the_write_lock_while_checking_for_an_earlier_attempt(
+    db: SupportDB,
+) -> None:
+    """The replay check and the write are one locked step: while a worker is between them, no
+    other connection can start writing (so it cannot slip in the same effect)."""
+    with db.effect("refunds", "idem_x") as (_, earlier):
+        assert earlier is None
+        other = sqlite3.connect(db.path, timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+
+
+def test_effect_refuses_tables_that_record_no_effects(db: SupportDB) -> None:
+    with pytest.raises(ValueError, match="effect tables"), db.effect("customers", "k"):
+        pass

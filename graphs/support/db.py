@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS outbound_emails (
     send_key TEXT UNIQUE, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
 """
 
+EFFECT_TABLES = ("refunds", "order_events", "outbound_emails")
 TABLES = ("customers", "orders", "invoices", "refunds", "order_events", "outbound_emails")
 
 
@@ -66,6 +67,44 @@ class SupportDB:
                 yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from its first statement.
+
+        `BEGIN IMMEDIATE` (not the default deferred begin) means a check made inside it cannot
+        go stale before the write: a concurrent writer waits for the commit. Commits on
+        success, rolls back on any error.
+        """
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    @contextmanager
+    def effect(
+        self, table: str, key: str
+    ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any] | None]]:
+        """A `write()` transaction for one idempotent effect, with the row recorded under `key`.
+
+        Yields the connection and the row an earlier attempt wrote with this idempotency key
+        (None on the first attempt). Two workers with the same key never both see None: the
+        second waits for the first to commit, then gets its row.
+        """
+        if table not in EFFECT_TABLES:
+            raise ValueError(f"{table!r} records no effects; effect tables: {EFFECT_TABLES}")
+        with self.write() as conn:
+            row = conn.execute(f"SELECT * FROM {table} WHERE idempotency_key = ?", (key,))
+            found = row.fetchone()
+            yield conn, dict(found) if found else None
 
     @staticmethod
     def _seed(conn: sqlite3.Connection) -> None:

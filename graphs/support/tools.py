@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -57,10 +56,7 @@ def make_support_tools(db: SupportDB) -> list[ToolSpec]:
         order_id: OrderId, reason: Annotated[str, Field(max_length=500)], *, ctx: ToolContext
     ) -> dict[str, Any]:
         """Cancel an order that has not shipped yet."""
-        with db.connect() as conn:
-            done = conn.execute(
-                "SELECT * FROM order_events WHERE idempotency_key = ?", (ctx.idempotency_key,)
-            ).fetchone()
+        with db.effect("order_events", ctx.idempotency_key) as (conn, done):
             if done is not None:
                 return {"order_id": order_id, "status": "cancelled", "replayed": True}
             order = conn.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()
@@ -97,12 +93,9 @@ def make_support_tools(db: SupportDB) -> list[ToolSpec]:
         ctx: ToolContext,
     ) -> dict[str, Any]:
         """Refund money on an order (at most what was paid minus earlier refunds)."""
-        with db.connect() as conn:
-            done = conn.execute(
-                "SELECT * FROM refunds WHERE idempotency_key = ?", (ctx.idempotency_key,)
-            ).fetchone()
+        with db.effect("refunds", ctx.idempotency_key) as (conn, done):
             if done is not None:
-                return {**dict(done), "replayed": True}
+                return {**done, "replayed": True}
             order = conn.execute("SELECT amount FROM orders WHERE id = ?", (order_id,)).fetchone()
             if order is None:
                 raise ToolError(f"order `{order_id}` not found; check the number")
@@ -137,30 +130,26 @@ def make_support_tools(db: SupportDB) -> list[ToolSpec]:
         ctx: ToolContext,
     ) -> dict[str, Any]:
         """Write an email to a customer as a draft (not sent yet); returns the draft id."""
-        with db.connect() as conn:
-            try:
-                cursor = conn.execute(
-                    "INSERT INTO outbound_emails (to_addr, subject, body, status, idempotency_key)"
-                    " VALUES (?, ?, ?, 'draft', ?)",
-                    (to, subject, body, ctx.idempotency_key),
-                )
-                return {"draft_id": cursor.lastrowid, "replayed": False}
-            except sqlite3.IntegrityError:
-                row = conn.execute(
-                    "SELECT id FROM outbound_emails WHERE idempotency_key = ?",
-                    (ctx.idempotency_key,),
-                ).fetchone()
-                return {"draft_id": row["id"], "replayed": True}
+        with db.effect("outbound_emails", ctx.idempotency_key) as (conn, done):
+            if done is not None:
+                return {"draft_id": done["id"], "replayed": True}
+            cursor = conn.execute(
+                "INSERT INTO outbound_emails (to_addr, subject, body, status, idempotency_key)"
+                " VALUES (?, ?, ?, 'draft', ?)",
+                (to, subject, body, ctx.idempotency_key),
+            )
+        return {"draft_id": cursor.lastrowid, "replayed": False}
 
     @tool_contract(side_effect="irreversible", zone="yellow")
     def send_email(draft_id: Annotated[int, Field(gt=0)], *, ctx: ToolContext) -> dict[str, Any]:
         """Send a drafted email to the customer."""
-        with db.connect() as conn:
+        with db.write() as conn:
             row = conn.execute(
                 "SELECT status, to_addr FROM outbound_emails WHERE id = ?", (draft_id,)
             ).fetchone()
             if row is None:
                 raise ToolError(f"no draft with id {draft_id}; call draft_email first")
+            # Already sent (by this key or any other): sending twice is never right.
             if row["status"] == "sent":
                 return {
                     "draft_id": draft_id,
