@@ -87,7 +87,7 @@ def make_agent_node(
             }
         reply = model.invoke(messages)
         reply.name = spec.name
-        tokens_in, tokens_out = usage_of(reply, reserve)
+        tokens_in, tokens_out = usage_of(reply, lambda: reserve)
         call = ModelCall(
             tokens_in=tokens_in,
             tokens_out=tokens_out,

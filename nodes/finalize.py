@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
+from nodes.records import this_run
 from nodes.state import Outcome, RunState
 from nodes.workflow import Workflow
 
@@ -14,11 +15,11 @@ __all__ = ["make_finalize_node"]
 
 
 def _final_answer(state: RunState) -> str:
-    for message in reversed(state.get("messages") or []):
+    """The last thing an agent said (without calling a tool) in this run."""
+    _, run = this_run(state.get("messages") or [])
+    for message in reversed(run):
         if isinstance(message, AIMessage) and not message.tool_calls and message.content:
             return message.content if isinstance(message.content, str) else str(message.content)
-        if not isinstance(message, AIMessage) and message.type == "human":
-            break  # nothing said in this run
     return ""
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import SystemMessage
+from langchain_core.runnables import Runnable
 
 from guards import RunLimits
 from nodes.models import estimate_tokens
@@ -74,6 +75,24 @@ class SequentialRouter:
         return 0
 
 
+def _handoff_tool(agents: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": "handoff",
+            "description": "Hand the request to a specialist, or `finish` when it is done.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "to": {"type": "string", "enum": [*agents, FINISH]},
+                    "reason": {"type": "string"},
+                },
+                "required": ["to"],
+            },
+        },
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRouter:
     """Model-based: a chat model picks the next specialist by calling a `handoff` tool."""
@@ -87,6 +106,9 @@ class ModelRouter:
     """System prompt for routing."""
     prices: PriceTable = PriceTable()
     """Prices for charging the routing call."""
+    _bindings: dict[tuple[str, ...], Runnable[Any, Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _messages(self, state: RunState, agents: Sequence[str]) -> list[Any]:
         consulted = ", ".join(state.get("routes") or []) or "none"
@@ -99,25 +121,18 @@ class ModelRouter:
     def estimated_tokens(self, state: RunState) -> int:
         return estimate_tokens(self._messages(state, ()))
 
+    def _bound(self, agents: tuple[str, ...]) -> Runnable[Any, Any]:
+        # Bound once per set of specialists, not on every routing step.
+        if agents not in self._bindings:
+            self._bindings[agents] = self.model.bind_tools(
+                [_handoff_tool(agents)], tool_choice="handoff"
+            )
+        return self._bindings[agents]
+
     def choose(self, state: RunState, agents: Sequence[str]) -> RouteDecision:
-        handoff = {
-            "type": "function",
-            "function": {
-                "name": "handoff",
-                "description": "Hand the request to a specialist, or `finish` when it is done.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "to": {"type": "string", "enum": [*agents, FINISH]},
-                        "reason": {"type": "string"},
-                    },
-                    "required": ["to"],
-                },
-            },
-        }
         messages = self._messages(state, agents)
-        reply = self.model.bind_tools([handoff], tool_choice="handoff").invoke(messages)
-        tokens_in, tokens_out = usage_of(reply, estimate_tokens(messages))
+        reply = self._bound(tuple(agents)).invoke(messages)
+        tokens_in, tokens_out = usage_of(reply, lambda: estimate_tokens(messages))
         call = ModelCall(
             tokens_in=tokens_in,
             tokens_out=tokens_out,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
@@ -79,11 +79,11 @@ def model_name_of(model: BaseChatModel) -> str:
     return type(model).__name__
 
 
-def usage_of(reply: AIMessage, estimated_in: int) -> tuple[int, int]:
-    """Token usage a model reported, or estimates when it reported none."""
+def usage_of(reply: AIMessage, estimate_in: Callable[[], int]) -> tuple[int, int]:
+    """Token usage a model reported, or estimates (computed only then) when it reported none."""
     if reply.usage_metadata:
         return reply.usage_metadata["input_tokens"], reply.usage_metadata["output_tokens"]
-    return estimated_in, max(1, len(str(reply.content)) // 4)
+    return estimate_in(), max(1, len(str(reply.content)) // 4)
 
 
 def verdict_record(verdict: Verdict, call_id: str) -> VerdictRecord:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
 
@@ -84,6 +84,14 @@ class EscalationPath:
     allowed_decisions: tuple[str, ...] = ("approve", "edit", "reject")
     """Decisions a reviewer may take."""
 
+    def __post_init__(self) -> None:
+        unknown = set(self.allowed_decisions) - {"approve", "edit", "reject"}
+        if unknown or not self.allowed_decisions:
+            raise WorkflowConfigError(
+                f"EscalationPath.allowed_decisions {self.allowed_decisions!r} must be a "
+                "non-empty subset of ('approve', 'edit', 'reject')"
+            )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Workflow:
@@ -99,5 +107,5 @@ class Workflow:
     """Side-effect budget: the only tools allowed to change the world."""
     limits: RunLimits = RunLimits()
     """Hard caps per run."""
-    escalation: EscalationPath = field(default_factory=EscalationPath)
+    escalation: EscalationPath = EscalationPath()
     """Where escalations go."""

@@ -13,6 +13,7 @@ from graphs import build_orchestrator
 from guards import RunLimits
 from nodes import (
     AgentSpec,
+    EscalationPath,
     ModelRouter,
     RunContext,
     ScriptedChatModel,
@@ -247,3 +248,17 @@ def test_build_errors_name_the_problem() -> None:
         build_orchestrator([twin], workflow=Workflow(name="w", write_tools=frozenset({"x"})))
     with pytest.raises(WorkflowConfigError, match="identifier"):
         AgentSpec(name="my agent", instructions="", model=model)
+
+
+@pytest.mark.parametrize("decisions", [(), ("approve", "aprove")])
+def test_escalation_path_refuses_unknown_decisions(decisions: tuple[str, ...]) -> None:
+    with pytest.raises(WorkflowConfigError, match="allowed_decisions"):
+        EscalationPath(allowed_decisions=decisions)
+
+
+def test_model_router_binds_its_handoff_tool_once() -> None:
+    model = ScriptedChatModel(responses=[call("handoff", to="payer"), call("handoff", to="finish")])
+    router = ModelRouter(model=model)
+    state = run(make_graph(AIMessage("paid"), router=router))
+    assert state["routes"] == ["payer"] and state["outcome"]["status"] == "resolved"
+    assert list(router._bindings) == [("payer",)]
