@@ -11,7 +11,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-BENCHMARKS = {"B1": "bench.b1_orchestration"}
+BENCHMARKS = {
+    "B1": "bench.b1_orchestration",
+    "B3": "bench.b3_policy",
+    "B7": "bench.b7_scanners",
+    "B9": "bench.b9_killswitch",
+    "B11": "bench.b11_budget",
+}
 """Benchmark id → module exposing `run() -> dict`."""
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"

@@ -14,6 +14,20 @@ from langgraph.prebuilt import ToolNode, tools_condition
 
 from bench.timing import interleaved
 from graphs.orchestrator import build_orchestrator
+from guards import (
+    ActionGuard,
+    ContentScanner,
+    EgressPolicy,
+    InMemoryBudgetLedger,
+    InMemoryKillSwitch,
+    PolicyRequest,
+    PythonRulesEngine,
+    RuleResult,
+    SpendPolicy,
+    TenantDirectory,
+    rule,
+)
+from guards.policy import deny
 from nodes import AgentSpec, RunContext
 from nodes.models import ScriptedChatModel
 from tools.spec import tool_contract
@@ -75,12 +89,31 @@ def build_bare(latency_s: float = 0.0) -> Any:
     return builder.compile(checkpointer=InMemorySaver())
 
 
+@rule(id="lookup-keys", version="1", owner="bench", tools="lookup", reads=("tool", "args"))
+def _known_keys(request: PolicyRequest) -> RuleResult | None:
+    return None if request.args.get("key") in TABLE else deny("unknown key")
+
+
+def full_guard() -> ActionGuard:
+    """Every guard layer on: tenants, kill switch, ledger, policies, scanners, egress."""
+    scanner = ContentScanner()
+    tenants = TenantDirectory.from_mapping({"bench": {"budget": {"usd": 1_000_000.0}}})
+    return ActionGuard(
+        tenants=tenants,
+        policy=PythonRulesEngine([_known_keys]),
+        kill_switch=InMemoryKillSwitch(),
+        scanner=scanner,
+        egress=EgressPolicy(scanner=scanner),
+        spend=SpendPolicy(ledger=InMemoryBudgetLedger(), on_threshold="fallback"),
+    )
+
+
 def build_bastion(latency_s: float = 0.0) -> Any:
-    """The subject: `build_orchestrator` with defaults (sequential router, default guard)."""
+    """The subject: `build_orchestrator` with every guard on (sequential router)."""
     agent = AgentSpec(
         name="worker", instructions=INSTRUCTIONS, tools=["lookup"], model=_model(latency_s)
     )
-    builder = build_orchestrator(agents=[agent], tools=[lookup_contract])
+    builder = build_orchestrator(agents=[agent], tools=[lookup_contract], guard=full_guard())
     return builder.compile(checkpointer=InMemorySaver())
 
 
@@ -138,5 +171,6 @@ def run() -> dict[str, Any]:
         "baseline_with_100ms_model": round(slow_baseline, 3),
         "ratio_with_100ms_model": round(slow_value / slow_baseline, 4),
         "samples_with_100ms_model": len(slow["bastion"].samples_ms),
+        "guards": "tenants, kill switch, ledger, Python policy, scanners, egress, loops",
         "goal": "ratio <= 1.25; ratio_with_100ms_model <= 1.01",
     }

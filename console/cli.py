@@ -1,4 +1,4 @@
-"""The `bastion` command line: `bastion demo` and `bastion run "<ticket>"`."""
+"""The `bastion` command line: `demo`, `run "<ticket>"`, `policy-check`, `kill` and friends."""
 
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ from typing import Any
 from rich.console import Console
 
 from console.demo import demo_json, load_tickets, print_report, run_demo
+from console.guard_commands import add_guard_commands, run_guard_command
 from console.review import TerminalReviewer
 from console.runner import Reviewer, run_to_end
 from graphs import Settings, SettingsError
 from graphs.support import (
     SUPPORT_WORKFLOW,
     SupportDB,
-    build_support_graph,
     format_ticket,
     scripted_review,
-    support_model,
+    support_builder,
 )
+from guards import BudgetBackendError, KillSwitchBackendError
 from memory import CheckpointerConfigError, open_checkpointer
-from nodes import ModelConfigError, load_chat_model
+from nodes import ModelConfigError
 
 __all__ = ["main"]
 
@@ -58,18 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (demo, run):
         sub.add_argument("--tenant", help="tenant id (default: BASTION_TENANT or `demo`)")
         sub.add_argument("--reviewer-name", default="operator", help="recorded as the reviewer")
+    for sub in (demo, run, *add_guard_commands(commands)):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 @contextmanager
-def _support_graph(settings: Settings, db: SupportDB) -> Iterator[Any]:
+def _support_graph(settings: Settings) -> Iterator[Any]:
     """The support graph compiled on the configured checkpointer, closed on exit."""
-    model = support_model() if settings.model == "scripted" else load_chat_model(settings.model)
+    builder = support_builder(settings)
     with open_checkpointer(
         sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
     ) as saver:
-        yield build_support_graph(db, model=model).compile(checkpointer=saver)
+        yield builder.compile(checkpointer=saver)
 
 
 def _reviewer(interactive: bool, console: Console, name: str) -> Reviewer:
@@ -80,7 +82,7 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
     tickets = load_tickets(args.tickets)
     db = SupportDB(settings.support_db_path)
     before = db.counts()
-    with _support_graph(settings, db) as graph:
+    with _support_graph(settings) as graph:
         reports = run_demo(
             graph,
             tickets,
@@ -108,8 +110,7 @@ def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
             console.print("error: the ticket has no `From:` line; pass --from <customer email>")
             return EXIT_USAGE
         text = format_ticket(args.sender, args.subject, text)
-    db = SupportDB(settings.support_db_path)
-    with _support_graph(settings, db) as graph:
+    with _support_graph(settings) as graph:
         report = run_to_end(
             graph,
             text,
@@ -138,9 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 120)
     try:
         settings = Settings.from_env()
-        handler = {"demo": _demo, "run": _run}[args.command]
+        handler = {"demo": _demo, "run": _run}.get(args.command, run_guard_command)
         return handler(args, settings, console)
-    except (SettingsError, CheckpointerConfigError, ModelConfigError, ValueError) as error:
+    except (
+        SettingsError,
+        CheckpointerConfigError,
+        ModelConfigError,
+        ValueError,
+        BudgetBackendError,
+        KillSwitchBackendError,
+    ) as error:
         if args.json:
             print(json.dumps({"error": str(error), "type": type(error).__name__}))
         console.print(f"[red]error:[/] {error}")

@@ -97,11 +97,13 @@ def print_report(
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("verdicts", no_wrap=True)
     table.add_column("effects", justify="right", no_wrap=True)
-    table.add_column("what happened", no_wrap=True, overflow="ellipsis", max_width=48)
+    table.add_column("what happened", overflow="fold", max_width=60)
     for ticket, r in reports:
         verdicts = " ".join(f"{VERDICT_MARK[kind]}{n}" for kind, n in sorted(r.verdicts.items()))
         effects = f"{r.effects}" + (f" ({r.replayed}↺)" if r.replayed else "")
         detail = "→".join(r.routes) if r.status == "resolved" else r.reason
+        if r.guard_notes:
+            detail += "".join(f"\n[dim]· {note}[/]" for note in r.guard_notes)
         table.add_row(
             ticket["id"],
             f"[{STATUS_STYLE.get(r.status, 'white')}]{r.status}",
@@ -122,7 +124,7 @@ def print_report(
         f"[bold]{totals['tickets']} tickets[/]: "
         + ", ".join(f"{n} {status}" for status, n in sorted(totals["outcomes"].items()))
         + f" · {totals['steps']} steps · {totals['tokens']:,} tokens · ${totals['cost_usd']:.4f}"
-        + f" · {totals['approvals']} approvals"
+        + f" · {totals['approvals']} approvals · {totals['flagged']} flagged for review"
     )
     new = {
         t: effects_after[t] - effects_before[t]
@@ -146,6 +148,7 @@ def _totals(reports: Sequence[tuple[dict[str, str], RunReport]]) -> dict[str, An
         "tokens": sum(r.tokens for _, r in reports),
         "cost_usd": round(sum(r.cost_usd for _, r in reports), 6),
         "approvals": sum(r.approvals for _, r in reports),
+        "flagged": sum(r.flagged for _, r in reports),
         "effects": sum(r.effects for _, r in reports),
         "replayed": sum(r.replayed for _, r in reports),
     }

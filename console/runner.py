@@ -49,10 +49,34 @@ class RunReport:
     """Of those, how many returned an earlier result instead of acting again."""
     routes: tuple[str, ...] = ()
     """Specialists the orchestrator handed to, in order."""
+    guard_notes: tuple[str, ...] = ()
+    """What the guard plane did worth knowing: escalations, taint, redactions, fallbacks."""
+    flagged: int = 0
+    """Actions that ran but are flagged for review (yellow zone, low confidence)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
-        return {**self.__dict__, "verdicts": dict(self.verdicts), "routes": list(self.routes)}
+        return {
+            **self.__dict__,
+            "verdicts": dict(self.verdicts),
+            "routes": list(self.routes),
+            "guard_notes": list(self.guard_notes),
+        }
+
+
+def _guard_notes(values: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
+    """Notable guard events of a finished run, and how many actions were flagged."""
+    notes: list[str] = [f"tainted: {reason}" for reason in (values.get("taint") or [])[:1]]
+    flagged = 0
+    for verdict in values.get("verdicts") or []:
+        reasons = verdict["reasons"]
+        if verdict["kind"] == "escalate":
+            notes.append(f"escalated: {reasons[0]}")
+        flagged += any("flagged for review" in r for r in reasons)
+        notes += [r for r in reasons if r.startswith("egress: redacted")]
+    if (values.get("budget") or {}).get("fallback"):
+        notes.append("switched to the fallback model at the spend threshold")
+    return tuple(dict.fromkeys(notes)), flagged
 
 
 def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[int, int]:
@@ -110,6 +134,7 @@ def run_to_end(
     outcome = result.get("outcome") or {}
     usage = result.get("usage") or {}
     effects, replayed = _effects(result, write_tools)
+    notes, flagged = _guard_notes(result)
     return RunReport(
         thread_id=thread_id,
         status=outcome.get("status", "unknown"),
@@ -123,4 +148,6 @@ def run_to_end(
         effects=effects,
         replayed=replayed,
         routes=tuple(result.get("routes") or ()),
+        guard_notes=notes,
+        flagged=flagged,
     )

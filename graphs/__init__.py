@@ -1,6 +1,7 @@
 """Graphs: the composition root that wires nodes, guards, tools and memory into runnable graphs."""
 
 from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
+from graphs.services import Services, services_for
 from graphs.settings import Settings, SettingsError
 from nodes import AgentSpec, RunContext, Workflow
 
@@ -8,8 +9,10 @@ __all__ = [
     "AgentSpec",
     "OrchestratorBuilder",
     "RunContext",
+    "Services",
     "Settings",
     "SettingsError",
     "Workflow",
     "build_orchestrator",
+    "services_for",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -10,6 +11,8 @@ from langgraph.graph import END, START, StateGraph
 from guards import ActionGuard
 from nodes import (
     AgentSpec,
+    ModelGate,
+    ProposalJudge,
     Router,
     RunContext,
     RunState,
@@ -40,6 +43,17 @@ OrchestratorBuilder = StateGraph[RunState, RunContext, RunState, RunState]
 """The uncompiled graph `build_orchestrator` returns."""
 
 
+def _open_tenant_budgets(guard: ActionGuard) -> None:
+    """Give each configured tenant's shared bucket its caps in the ledger."""
+    ledger = guard.spend.ledger
+    if ledger is None or guard.tenants is None:
+        return
+    for name in guard.tenants.names:
+        caps = guard.tenants.get(name).budget
+        if caps is not None:
+            ledger.set_caps(guard.spend.key(name), caps)
+
+
 def build_orchestrator(
     agents: Sequence[AgentSpec],
     *,
@@ -60,7 +74,8 @@ def build_orchestrator(
         workflow: the task boundary. Default: workflow `default` whose side-effect budget is
             every registered tool that has side effects.
         router: picks the next specialist. Default: each specialist once, in order.
-        guard: decides proposals. Default: `ActionGuard` with the workflow's limits.
+        guard: the guard plane (policies, kill switch, budgets, scanners). Default: an
+            `ActionGuard` with built-in checks only. The workflow's limits replace its own.
         prices: model price table for cost accounting.
 
     Raises:
@@ -82,32 +97,36 @@ def build_orchestrator(
             f"workflow `{workflow.name}` allows writes by unknown tool(s) {sorted(unknown)!r}; "
             f"registered tools are {sorted(registry.names)!r}"
         )
-    guard = guard or ActionGuard(limits=workflow.limits)
+    # The workflow's limits are the run's limits, whatever the guard was built with.
+    guard = replace(guard or ActionGuard(), limits=workflow.limits)
     prices = prices or PriceTable()
+    _open_tenant_budgets(guard)
     scopes = {agent.name: registry.scoped(agent.tools) for agent in agents}
     agent_nodes = [agent_node_name(name) for name in names]
+    gate = ModelGate(guard=guard, prices=prices)
+    judge = ProposalJudge(
+        guard=guard,
+        registry=registry,
+        workflow=workflow,
+        agent_tools={name: scope.names for name, scope in scopes.items()},
+    )
 
     # Typed as Any while wiring: LangGraph's add_node overloads infer a `total=False` TypedDict
     # node input as Never, rejecting correctly typed node functions.
     builder: Any = StateGraph(RunState, context_schema=RunContext)
-    builder.add_node("intake", make_intake_node(workflow))
+    builder.add_node("intake", make_intake_node(workflow, guard))
     builder.add_node(
-        "orchestrator", make_orchestrator_node(router or SequentialRouter(), names, workflow.limits)
+        "orchestrator", make_orchestrator_node(router or SequentialRouter(), names, gate)
     )
     for agent in agents:
         builder.add_node(
             agent_node_name(agent.name),
-            make_agent_node(agent, scopes[agent.name], workflow.limits, prices),
+            make_agent_node(agent, scopes[agent.name], gate, workflow.escalation),
         )
-    builder.add_node(
-        "guard",
-        make_guard_node(
-            guard, registry, workflow, {name: scope.names for name, scope in scopes.items()}
-        ),
-    )
-    builder.add_node("approval", make_approval_node(workflow.escalation))
-    builder.add_node("execute", make_execute_node(ExecutionGateway(registry)))
-    builder.add_node("finalize", make_finalize_node(workflow))
+    builder.add_node("guard", make_guard_node(judge))
+    builder.add_node("approval", make_approval_node(workflow.escalation, judge))
+    builder.add_node("execute", make_execute_node(ExecutionGateway(registry), guard))
+    builder.add_node("finalize", make_finalize_node(workflow, guard))
 
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", route_after_intake, ["orchestrator", "finalize"])
@@ -121,7 +140,9 @@ def build_orchestrator(
     builder.add_conditional_edges(
         "guard", route_after_guard, ["approval", "execute", "finalize", *agent_nodes]
     )
-    builder.add_conditional_edges("approval", route_after_approval, ["execute", *agent_nodes])
+    builder.add_conditional_edges(
+        "approval", route_after_approval, ["execute", "finalize", *agent_nodes]
+    )
     builder.add_conditional_edges("execute", route_after_execute, agent_nodes)
     builder.add_edge("finalize", END)
     built: OrchestratorBuilder = builder

@@ -30,6 +30,8 @@ class Settings(BaseModel):
     """`BASTION_MODEL`: `scripted` (offline, deterministic) or `provider:model`."""
     tenant: str = "demo"
     """`BASTION_TENANT`: tenant used by the CLI when none is given."""
+    policy_key: str | None = None
+    """`BASTION_POLICY_KEY`: HMAC key; when set, policy bundles must be signed with it."""
 
     @field_validator("redis_url")
     @classmethod
@@ -71,6 +73,11 @@ class Settings(BaseModel):
     def checkpoint_path(self) -> Path:
         """SQLite checkpoint file (embedded default)."""
         return self.home / "checkpoints.sqlite"
+
+    @property
+    def kill_switch_path(self) -> Path:
+        """SQLite kill switch shared by processes on this machine (embedded default)."""
+        return self.home / "kills.sqlite"
 
     @property
     def support_db_path(self) -> Path:

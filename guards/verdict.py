@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +55,8 @@ class Verdict:
     """`guard` for automatic decisions, `human:<reviewer>` for approvals."""
     decision_id: str = field(default_factory=_new_decision_id)
     """Unique id; traces, audit records and approvals refer to it."""
+    args: Mapping[str, Any] | None = None
+    """Arguments to run instead of the proposed ones (e.g. redacted at egress); None: as is."""
 
     @classmethod
     def allow(
@@ -63,10 +66,16 @@ class Verdict:
         zone: str | None = None,
         reasons: tuple[str, ...] = (),
         decided_by: str = "guard",
+        args: Mapping[str, Any] | None = None,
     ) -> Verdict:
-        """The action may run."""
+        """The action may run (with `args` instead of the proposed arguments, if given)."""
         return cls(
-            kind="allow", policies=policies, zone=zone, reasons=reasons, decided_by=decided_by
+            kind="allow",
+            policies=policies,
+            zone=zone,
+            reasons=reasons,
+            decided_by=decided_by,
+            args=args,
         )
 
     @classmethod
@@ -85,10 +94,15 @@ class Verdict:
 
     @classmethod
     def escalate(
-        cls, zone: str, reasons: tuple[str, ...], *, policies: tuple[PolicyRef, ...] = ()
+        cls,
+        zone: str,
+        reasons: tuple[str, ...],
+        *,
+        policies: tuple[PolicyRef, ...] = (),
+        args: Mapping[str, Any] | None = None,
     ) -> Verdict:
-        """A human must approve, edit or reject the action first."""
-        return cls(kind="escalate", zone=zone, reasons=reasons, policies=policies)
+        """A human must approve, edit or reject the action (with `args`, if given) first."""
+        return cls(kind="escalate", zone=zone, reasons=reasons, policies=policies, args=args)
 
     @classmethod
     def halt(cls, reason: str, *, policies: tuple[PolicyRef, ...] = ()) -> Verdict:

@@ -10,7 +10,7 @@ from nodes.approval import (
 )
 from nodes.execute import make_execute_node, route_after_execute
 from nodes.finalize import make_finalize_node
-from nodes.guard import make_guard_node, route_after_guard
+from nodes.guard import ProposalJudge, make_guard_node, route_after_guard
 from nodes.intake import make_intake_node, route_after_intake
 from nodes.models import (
     ModelConfigError,
@@ -28,7 +28,10 @@ from nodes.orchestrator import (
     route_from_orchestrator,
 )
 from nodes.records import agent_node_name, this_run
+from nodes.spend import Admission, ModelGate
 from nodes.state import (
+    BudgetState,
+    FindingRecord,
     Outcome,
     OutcomeStatus,
     ProposalRecord,
@@ -47,15 +50,20 @@ from nodes.workflow import (
 )
 
 __all__ = [
+    "Admission",
     "AgentSpec",
+    "BudgetState",
     "EntryCondition",
     "EscalationPath",
     "ExitConditions",
+    "FindingRecord",
     "InvalidResumeError",
     "ModelConfigError",
+    "ModelGate",
     "ModelRouter",
     "Outcome",
     "OutcomeStatus",
+    "ProposalJudge",
     "ProposalRecord",
     "ReviewResponse",
     "RouteDecision",

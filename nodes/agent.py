@@ -8,19 +8,21 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, SystemMessage
 
-from guards import RunLimits
+from guards import Verdict
+from nodes.approval import ask_reviewer
 from nodes.models import estimate_tokens
 from nodes.records import (
     ModelCall,
+    agent_node_name,
     charge_model_call,
     model_name_of,
     usage_of,
     usage_snapshot,
     verdict_record,
 )
-from nodes.state import Outcome, ProposalRecord, RunState
-from nodes.workflow import AgentSpec
-from observability import PriceTable
+from nodes.spend import ModelGate
+from nodes.state import BudgetState, Outcome, ProposalRecord, RunState
+from nodes.workflow import AgentSpec, EscalationPath
 from tools import ToolRegistry
 
 __all__ = ["make_agent_node", "route_after_agent"]
@@ -65,35 +67,139 @@ def proposals_from(agent: str, reply: AIMessage) -> list[ProposalRecord]:
     return proposals
 
 
+def _halted(state: RunState, verdict: Verdict, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **extra,
+        "proposals": [],
+        "verdicts": [*state.get("verdicts", []), verdict_record(verdict, "")],
+        "outcome": Outcome(status="halted", reason=verdict.reason, summary=""),
+    }
+
+
+def _ask_for_more(
+    state: RunState, spec: AgentSpec, gate: ModelGate, escalation: EscalationPath
+) -> tuple[BudgetState, Verdict]:
+    """Ask a human "continue for up to $X more?"; returns the new budget state and the answer."""
+    spend = gate.guard.spend
+    usage = usage_snapshot(state)
+    budget = state["budget"]
+    call_id = f"budget:{usage.steps}"
+    cap = gate.guard.limits.usd_cap(usage)
+    request = ProposalRecord(
+        call_id=call_id,
+        agent=spec.name,
+        tool="extend_budget",
+        args={"extra_usd": spend.extension_usd},
+        confidence=None,
+        rationale="",
+        error=None,
+    )
+    spent = f"${usage.cost_usd:.4f}" + (f" of ${cap:.4f}" if cap is not None else "")
+    payload = {
+        "action_requests": [
+            {
+                "name": "extend_budget",
+                "args": request["args"],
+                "description": f"The run has spent {spent} ({spend.threshold:.0%} threshold "
+                f"reached). Continue for up to ${spend.extension_usd:.4f} more?",
+                "call_id": call_id,
+                "agent": spec.name,
+                "zone": "yellow",
+                "decision_id": "",
+            }
+        ],
+        "review_configs": [
+            {"action_name": "extend_budget", "allowed_decisions": ["approve", "reject"]}
+        ],
+        "reviewers": escalation.reviewers,
+    }
+    decision = ask_reviewer(payload, [request], ("approve", "reject"))[0]
+    who = f"human:{decision.reviewer or 'anonymous'}"
+    if decision.type == "approve":
+        granted = BudgetState(
+            extra_usd=budget["extra_usd"] + spend.extension_usd,
+            threshold_hit=False,  # crossing the threshold again asks again
+            fallback=budget["fallback"],
+        )
+        return granted, Verdict.allow(
+            decided_by=who, reasons=(f"budget extended by ${spend.extension_usd:.4f}",)
+        )
+    return BudgetState(**{**budget, "threshold_hit": True}), Verdict.halt(
+        f"spend threshold reached ({spent}) and {who} declined to extend the budget"
+    )
+
+
 def make_agent_node(
-    spec: AgentSpec, tools: ToolRegistry, limits: RunLimits, prices: PriceTable
+    spec: AgentSpec, tools: ToolRegistry, gate: ModelGate, escalation: EscalationPath
 ) -> Callable[[RunState], dict[str, Any]]:
-    """Build the node for specialist `spec`, whose model sees only `tools`."""
+    """Build the node for specialist `spec`, whose model sees only `tools`.
+
+    Before each model call the node applies the spend threshold once (switch to the
+    specialist's fallback model, or ask a human for more money), then reserves the call's
+    estimated cost with `gate`; after the call it settles the real usage.
+    """
     schemas = [tool.llm_schema() for tool in tools]
     schema_chars = len(json.dumps(schemas)) if schemas else 0  # once, not per model call
-    model = spec.model.bind_tools(schemas) if schemas else spec.model
-    model_name = model_name_of(spec.model)
+    models = {
+        False: spec.model.bind_tools(schemas) if schemas else spec.model,
+        True: (spec.fallback_model or spec.model).bind_tools(schemas)
+        if schemas
+        else (spec.fallback_model or spec.model),
+    }
+    names = {
+        False: model_name_of(spec.model),
+        True: model_name_of(spec.fallback_model or spec.model),
+    }
     system = SystemMessage(spec.instructions)
+    spend = gate.guard.spend
+
+    def threshold(state: RunState) -> tuple[BudgetState | None, Verdict | None]:
+        budget = state.get("budget")
+        if (
+            budget is None
+            or budget["threshold_hit"]
+            or spend.on_threshold == "continue"
+            or gate.guard.limits.spend_fraction(usage_snapshot(state)) < spend.threshold
+        ):
+            return None, None
+        if spend.on_threshold == "fallback":
+            return BudgetState(**{**budget, "threshold_hit": True, "fallback": True}), None
+        return _ask_for_more(state, spec, gate, escalation)
 
     def agent(state: RunState) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        budget, answer = threshold(state)
+        if budget is not None:
+            extra["budget"] = budget
+            state = {**state, "budget": budget}
+        if answer is not None:
+            extra["verdicts"] = [*state.get("verdicts", []), verdict_record(answer, "")]
+            if answer.kind == "halt":
+                return _halted(state, answer, extra)
+            state = {**state, "verdicts": extra["verdicts"]}
+        fallback = bool(state.get("budget", {}).get("fallback")) and spec.fallback_model is not None
         messages = [system, *(state.get("messages") or [])]
         reserve = estimate_tokens(messages, tools_chars=schema_chars)
-        halted = limits.check(usage_snapshot(state), next_tokens=reserve, next_steps=1)
-        if halted is not None:
-            return {
-                "proposals": [],
-                "verdicts": [*state.get("verdicts", []), verdict_record(halted, "")],
-                "outcome": Outcome(status="halted", reason=halted.reason, summary=""),
-            }
-        reply = model.invoke(messages)
+        admission = gate.admit(
+            state, node=agent_node_name(spec.name), model_name=names[fallback], tokens=reserve
+        )
+        if admission.halt is not None:
+            return _halted(state, admission.halt, extra)
+        try:
+            reply = models[fallback].invoke(messages)
+        except BaseException:
+            gate.release(admission)
+            raise
         reply.name = spec.name
         tokens_in, tokens_out = usage_of(reply, lambda: reserve)
         call = ModelCall(
             tokens_in=tokens_in,
             tokens_out=tokens_out,
-            cost_usd=prices.cost(model_name, tokens_in, tokens_out),
+            cost_usd=gate.prices.cost(names[fallback], tokens_in, tokens_out),
         )
+        gate.settle(admission, call)
         return {
+            **extra,
             "messages": [reply],
             "active_agent": spec.name,
             "proposals": proposals_from(spec.name, reply),

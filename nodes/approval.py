@@ -14,13 +14,14 @@ was wrong; nothing in the state changes until a valid answer arrives.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import ToolMessage
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guards import Verdict
+from nodes.guard import ProposalJudge, halted_update, refusal_message
 from nodes.records import agent_node_name, latest_verdicts, pending_with, verdict_record
 from nodes.state import ProposalRecord, RunState
 from nodes.workflow import EscalationPath
@@ -28,6 +29,7 @@ from nodes.workflow import EscalationPath
 __all__ = [
     "InvalidResumeError",
     "ReviewResponse",
+    "ask_reviewer",
     "make_approval_node",
     "parse_review",
     "route_after_approval",
@@ -124,6 +126,22 @@ def parse_review(
     return list(response.decisions)
 
 
+def ask_reviewer(
+    payload: dict[str, Any], requests: Sequence[ProposalRecord], allowed: Sequence[str]
+) -> list[Decision]:
+    """Interrupt with `payload` until the resume value validly answers `requests`.
+
+    An invalid answer re-interrupts with the same requests plus an `error` (never raises: see
+    the module docstring).
+    """
+    while True:
+        answer = interrupt(payload)
+        try:
+            return parse_review(answer, requests, allowed)
+        except InvalidResumeError as error:
+            payload = {**payload, "error": str(error)}
+
+
 def _payload(
     requests: Sequence[ProposalRecord], state: RunState, escalation: EscalationPath
 ) -> dict[str, Any]:
@@ -150,45 +168,55 @@ def _payload(
     }
 
 
-def make_approval_node(escalation: EscalationPath) -> Callable[[RunState], dict[str, Any]]:
-    """Build the approval node for an escalation path."""
+def make_approval_node(
+    escalation: EscalationPath, judge: ProposalJudge
+) -> Callable[[RunState], dict[str, Any]]:
+    """Build the approval node for an escalation path.
+
+    A human approval is not the last word: each approved (or edited) action is re-checked by
+    the guard when the run resumes, so a kill, a revoked permission or a new policy that arrived
+    while the run waited still stops it.
+    """
 
     def approval(state: RunState) -> dict[str, Any]:
         requests = pending_with(state, "escalate")
         payload = _payload(requests, state, escalation)
-        while True:
-            answer = interrupt(payload)
-            try:
-                decisions = parse_review(answer, requests, escalation.allowed_decisions)
-                break
-            except InvalidResumeError as error:
-                payload = {**payload, "error": str(error)}
+        decisions = ask_reviewer(payload, requests, escalation.allowed_decisions)
         proposals = {p["call_id"]: p for p in state.get("proposals") or []}
         records = list(state.get("verdicts") or [])
         messages = []
         for request, decision in zip(requests, decisions, strict=True):
             who = f"human:{decision.reviewer or 'anonymous'}"
-            note = (decision.note,) if decision.note else ()
             if isinstance(decision, RejectDecision):
                 reason = decision.message or decision.note or "rejected by a reviewer"
                 records.append(
                     verdict_record(Verdict.deny(reason, decided_by=who), request["call_id"])
                 )
-                messages.append(
-                    ToolMessage(
-                        content=f"rejected by reviewer: {reason}",
-                        tool_call_id=request["call_id"],
-                        name=request["tool"],
-                        status="error",
-                    )
-                )
+                messages.append(refusal_message(request, f"rejected by reviewer: {reason}"))
                 continue
             if isinstance(decision, EditDecision):
-                proposals[request["call_id"]] = {**request, "args": decision.edited_action.args}
-                note = (f"edited by reviewer: args {decision.edited_action.args}", *note)
-            records.append(
-                verdict_record(Verdict.allow(decided_by=who, reasons=note), request["call_id"])
+                request = {**request, "args": decision.edited_action.args}
+            verdict = judge.judge(state, request, history=[], approved_by=who)
+            notes = (
+                *verdict.reasons,
+                *(
+                    (f"edited by reviewer: args {request['args']}",)
+                    if isinstance(decision, EditDecision)
+                    else ()
+                ),
+                *((decision.note,) if decision.note else ()),
             )
+            verdict = replace(verdict, reasons=notes)
+            records.append(verdict_record(verdict, request["call_id"]))
+            if verdict.kind == "halt":
+                return halted_update(list(proposals.values()), verdict, records)
+            if verdict.args is not None:
+                request = {**request, "args": dict(verdict.args)}
+            proposals[request["call_id"]] = request
+            if verdict.kind == "deny":
+                messages.append(
+                    refusal_message(request, f"denied on re-check after approval: {verdict.reason}")
+                )
         return {"proposals": list(proposals.values()), "verdicts": records, "messages": messages}
 
     return approval
@@ -196,5 +224,7 @@ def make_approval_node(escalation: EscalationPath) -> Callable[[RunState], dict[
 
 def route_after_approval(state: RunState) -> str:
     """Approved calls go to execute; if none, back to the agent with the rejections."""
+    if state.get("outcome"):
+        return "finalize"
     kinds = {record["kind"] for record in latest_verdicts(state).values()}
     return "execute" if "allow" in kinds else agent_node_name(state.get("active_agent") or "")

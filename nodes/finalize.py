@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolMessage
 
-from nodes.records import this_run
-from nodes.state import Outcome, RunState
+from guards import ActionGuard
+from nodes.records import new_usage, this_run
+from nodes.state import FindingRecord, Outcome, RunState
 from nodes.workflow import Workflow
 
 __all__ = ["make_finalize_node"]
@@ -23,13 +24,52 @@ def _final_answer(state: RunState) -> str:
     return ""
 
 
-def make_finalize_node(workflow: Workflow) -> Callable[[RunState], dict[str, Any]]:
-    """Build the finalize node for `workflow`."""
+def _what_happened(state: RunState) -> str:
+    """A summary for a human picking up a stopped run: who worked, what ran, what was asked."""
+    usage = state.get("usage") or new_usage()
+    ran = [m.name for m in this_run(state.get("messages") or [])[1] if isinstance(m, ToolMessage)]
+    routes = " → ".join(state.get("routes") or []) or "no specialist"
+    tools = ", ".join(f"{name} x{ran.count(name)}" for name in dict.fromkeys(ran)) or "none"
+    return (
+        f"Stopped after {usage['steps']} steps and ${usage['cost_usd']:.4f}: "
+        f"{routes}; tool calls: {tools}."
+    )
+
+
+def make_finalize_node(
+    workflow: Workflow, guard: ActionGuard | None = None
+) -> Callable[[RunState], dict[str, Any]]:
+    """Build the finalize node for `workflow`.
+
+    The final answer is what leaves the system, so it passes the egress screen (secrets and
+    sensitive PII redacted) when `guard` has one.
+    """
+    egress = guard.egress if guard else None
 
     def finalize(state: RunState) -> dict[str, Any]:
         summary = _final_answer(state)
+        update: dict[str, Any] = {"active_agent": None, "proposals": []}
+        if egress is not None and summary:
+            summary, removed = egress.screen_text(summary)
+            if removed:
+                update["findings"] = [
+                    *(state.get("findings") or []),
+                    *(
+                        FindingRecord(
+                            where="egress:answer",
+                            type=t,
+                            category="redacted",
+                            severity="high",
+                            span=[],
+                        )
+                        for t in removed
+                    ),
+                ]
         outcome = state.get("outcome")
         if outcome:
+            if outcome["status"] == "halted":  # a human picks this up: say what happened
+                said = f" Last said: {summary}" if summary else ""
+                summary = _what_happened(state) + said
             outcome = Outcome(
                 status=outcome["status"],
                 reason=outcome["reason"],
@@ -45,6 +85,6 @@ def make_finalize_node(workflow: Workflow) -> Callable[[RunState], dict[str, Any
                 summary=summary,
                 reason="specialists finished without meeting the exit condition",
             )
-        return {"outcome": outcome, "active_agent": None, "proposals": []}
+        return {**update, "outcome": outcome}
 
     return finalize

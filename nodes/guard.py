@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 
-from guards import ActionGuard, ActionRequest, Verdict
+from guards import ActionGuard, ActionRequest, Verdict, proposal_fingerprint
 from nodes.records import agent_node_name, latest_verdicts, usage_snapshot, verdict_record
 from nodes.state import Outcome, ProposalRecord, RunState
 from nodes.workflow import Workflow
 from tools import ToolRegistry
 
-__all__ = ["make_guard_node", "refusal_message", "route_after_guard"]
+__all__ = [
+    "ProposalJudge",
+    "halted_update",
+    "make_guard_node",
+    "refusal_message",
+    "route_after_guard",
+]
 
 
 def refusal_message(proposal: ProposalRecord, text: str) -> ToolMessage:
@@ -23,63 +31,92 @@ def refusal_message(proposal: ProposalRecord, text: str) -> ToolMessage:
     )
 
 
-def make_guard_node(
-    guard: ActionGuard,
-    registry: ToolRegistry,
-    workflow: Workflow,
-    agent_tools: Mapping[str, frozenset[str]],
-) -> Callable[[RunState], dict[str, Any]]:
-    """Build the guard node.
+@dataclass(frozen=True, kw_only=True)
+class ProposalJudge:
+    """Translates a proposal in run state into the guard's `ActionRequest` and decides it."""
 
-    Args:
-        guard: decides each action.
-        registry: every tool, to look up zones and side effects.
-        workflow: the task boundary (side-effect budget).
-        agent_tools: each specialist's scoped tool names.
-    """
+    guard: ActionGuard
+    """The guard plane."""
+    registry: ToolRegistry
+    """Every tool, to look up zones, side effects and egress."""
+    workflow: Workflow
+    """The task boundary (side-effect budget)."""
+    agent_tools: Mapping[str, frozenset[str]]
+    """Each specialist's scoped tool names."""
 
-    def decide(state: RunState, proposal: ProposalRecord) -> Verdict:
+    def judge(
+        self,
+        state: RunState,
+        proposal: ProposalRecord,
+        *,
+        history: list[str],
+        approved_by: str | None = None,
+    ) -> Verdict:
+        """Decide `proposal`; `approved_by` re-checks an action a human approved."""
         if proposal["error"]:
             return Verdict.deny(f"`{proposal['tool']}` was not called: {proposal['error']}")
-        spec = registry.get(proposal["tool"])
-        request = ActionRequest(
-            tenant=state.get("tenant", "default"),
-            workflow=workflow.name,
-            agent=proposal["agent"],
-            tool=proposal["tool"],
-            args=proposal["args"],
-            zone=spec.zone_for(proposal["args"]) if spec else None,
-            side_effect=spec.side_effect if spec else None,
-            allowed_tools=agent_tools.get(proposal["agent"], frozenset()),
-            write_tools=workflow.write_tools,
-            usage=usage_snapshot(state),
+        spec = self.registry.get(proposal["tool"])
+        return self.guard.evaluate(
+            ActionRequest(
+                tenant=state.get("tenant", "default"),
+                workflow=self.workflow.name,
+                run_id=state.get("run_id", ""),
+                agent=proposal["agent"],
+                tool=proposal["tool"],
+                args=proposal["args"],
+                confidence=proposal["confidence"],
+                zone=spec.zone_for(proposal["args"]) if spec else None,
+                side_effect=spec.side_effect if spec else None,
+                egress=spec.egress if spec else False,
+                allowed_tools=self.agent_tools.get(proposal["agent"], frozenset()),
+                write_tools=self.workflow.write_tools,
+                usage=usage_snapshot(state),
+                history=history,
+                breakers=state.get("breakers") or {},
+                taint=state.get("taint") or [],
+                approved_by=approved_by,
+                now=time.time(),
+            )
         )
-        return guard.evaluate(request)
+
+
+def halted_update(
+    proposals: list[ProposalRecord], verdict: Verdict, records: list[Any]
+) -> dict[str, Any]:
+    """Stop the run: answer every pending call and set the outcome."""
+    return {
+        "verdicts": records,
+        "messages": [
+            refusal_message(p, f"not run: the run was halted ({verdict.reason})") for p in proposals
+        ],
+        "outcome": Outcome(status="halted", reason=verdict.reason, summary=""),
+    }
+
+
+def make_guard_node(judge: ProposalJudge) -> Callable[[RunState], dict[str, Any]]:
+    """Build the guard node."""
 
     def guard_node(state: RunState) -> dict[str, Any]:
-        proposals = state.get("proposals") or []
-        verdicts = [(p, decide(state, p)) for p in proposals]
-        records = [
-            *state.get("verdicts", []),
-            *(verdict_record(v, p["call_id"]) for p, v in verdicts),
-        ]
-        halt = next((v for _, v in verdicts if v.kind == "halt"), None)
-        if halt is not None:
-            return {
-                "verdicts": records,
-                "messages": [
-                    refusal_message(p, f"not run: the run was halted ({halt.reason})")
-                    for p in proposals
-                ],
-                "outcome": Outcome(status="halted", reason=halt.reason, summary=""),
-            }
+        proposals = list(state.get("proposals") or [])
+        history = list(state.get("history") or [])
+        records = list(state.get("verdicts") or [])
+        messages = []
+        for index, proposal in enumerate(proposals):
+            verdict = judge.judge(state, proposal, history=history)
+            history.append(proposal_fingerprint(proposal["tool"], proposal["args"]))
+            records.append(verdict_record(verdict, proposal["call_id"]))
+            if verdict.kind == "halt":
+                update = halted_update(proposals, verdict, records)
+                return {**update, "history": history}
+            if verdict.args is not None:  # the guard changed the arguments (egress redaction)
+                proposals[index] = {**proposal, "args": dict(verdict.args)}
+            if verdict.kind == "deny":
+                messages.append(refusal_message(proposal, f"denied by policy: {verdict.reason}"))
         return {
             "verdicts": records,
-            "messages": [
-                refusal_message(p, f"denied by policy: {v.reason}")
-                for p, v in verdicts
-                if v.kind == "deny"
-            ],
+            "messages": messages,
+            "history": history,
+            "proposals": proposals,
         }
 
     return guard_node

@@ -10,17 +10,18 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import SystemMessage
 from langchain_core.runnables import Runnable
 
-from guards import RunLimits
+from guards import Verdict
 from nodes.models import estimate_tokens
 from nodes.records import (
     ModelCall,
     agent_node_name,
     charge_model_call,
     model_name_of,
+    new_usage,
     usage_of,
-    usage_snapshot,
     verdict_record,
 )
+from nodes.spend import Admission, ModelGate
 from nodes.state import Outcome, RunState
 from observability import PriceTable
 
@@ -148,24 +149,36 @@ class ModelRouter:
 
 
 def make_orchestrator_node(
-    router: Router, agents: Sequence[str], limits: RunLimits
+    router: Router, agents: Sequence[str], gate: ModelGate
 ) -> Callable[[RunState], dict[str, Any]]:
-    """Build the hub node over `agents` with `router` deciding, under `limits`."""
+    """Build the hub node over `agents` with `router` deciding, paid for through `gate`."""
+    model = getattr(router, "model", None)
+    model_name = model_name_of(model) if model is not None else "rules"
+
+    def halt(state: RunState, verdict: Verdict) -> dict[str, Any]:
+        return {
+            "active_agent": None,
+            "verdicts": [*state.get("verdicts", []), verdict_record(verdict, "")],
+            "outcome": Outcome(status="halted", reason=verdict.reason, summary=""),
+        }
 
     def orchestrator(state: RunState) -> dict[str, Any]:
         reserve = router.estimated_tokens(state)
-        halted = limits.check(
-            usage_snapshot(state), next_tokens=reserve, next_steps=1 if reserve else 0
+        admission = (
+            gate.admit(state, node="orchestrator", model_name=model_name, tokens=reserve)
+            if reserve
+            else Admission()
         )
-        if halted is not None:
-            return {
-                "active_agent": None,
-                "verdicts": [*state.get("verdicts", []), verdict_record(halted, "")],
-                "outcome": Outcome(status="halted", reason=halted.reason, summary=""),
-            }
-        decision = router.choose(state, agents)
+        if admission.halt is not None:
+            return halt(state, admission.halt)
+        try:
+            decision = router.choose(state, agents)
+        except BaseException:
+            gate.release(admission)
+            raise
         update: dict[str, Any] = {"active_agent": decision.next_agent}
         if decision.model_call is not None:
+            gate.settle(admission, decision.model_call)
             update["usage"] = charge_model_call(state, decision.model_call)
         if decision.next_agent is None:
             return update
@@ -178,7 +191,13 @@ def make_orchestrator_node(
                 f"specialists are {list(agents)}",
             )
             return update
-        update["routes"] = [*state.get("routes", []), decision.next_agent]
+        routes = [*state.get("routes", []), decision.next_agent]
+        looping = gate.guard.loops.check_routes(routes)
+        if looping is not None:
+            return {**update, **halt(state, looping), "routes": routes}
+        update["routes"] = routes
+        if decision.next_agent not in state.get("routes", []):
+            update["progress_step"] = (state.get("usage") or new_usage())["steps"]
         return update
 
     return orchestrator

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from guards import UsageSnapshot, Verdict
-from nodes.state import ProposalRecord, RunState, Usage, VerdictRecord
+from nodes.state import FindingRecord, ProposalRecord, RunState, Usage, VerdictRecord
+
+if TYPE_CHECKING:
+    from guards.scanners import ContentScanner
 
 __all__ = [
     "ModelCall",
@@ -20,6 +24,7 @@ __all__ = [
     "model_name_of",
     "new_usage",
     "pending_with",
+    "scan_findings",
     "this_run",
     "usage_of",
     "usage_snapshot",
@@ -42,7 +47,14 @@ def new_usage() -> Usage:
 def usage_snapshot(state: RunState) -> UsageSnapshot:
     """The guard's view of the run's usage."""
     usage = state.get("usage") or new_usage()
-    return UsageSnapshot(steps=usage["steps"], tokens=usage["tokens_in"] + usage["tokens_out"])
+    budget = state.get("budget")
+    return UsageSnapshot(
+        steps=usage["steps"],
+        tokens=usage["tokens_in"] + usage["tokens_out"],
+        cost_usd=usage["cost_usd"],
+        seconds=time.time() - usage["started_at"],
+        extra_usd=budget["extra_usd"] if budget else 0.0,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,3 +135,26 @@ def this_run(messages: Sequence[BaseMessage]) -> tuple[str, list[BaseMessage]]:
                 messages[index + 1 :]
             )
     return "", list(messages)
+
+
+def scan_findings(
+    scanner: ContentScanner, text: str, *, where: str
+) -> tuple[list[FindingRecord], list[str]]:
+    """Scan `text`; return the findings as records and the taint reasons among them.
+
+    Injected instructions of medium or high severity taint the run: from then on its side
+    effects need a human.
+    """
+    found = scanner.scan(text, kinds=frozenset({"pii", "secret", "injection"}))
+    records = [
+        FindingRecord(
+            where=where, type=f.type, category=f.category, severity=f.severity, span=list(f.span)
+        )
+        for f in found
+    ]
+    taint = [
+        f"{where} contains {f.type.replace('_', ' ')}: {f.detail}"
+        for f in found
+        if f.category == "injection" and f.severity != "low"
+    ]
+    return records, taint

@@ -14,7 +14,11 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
+from guards import BreakerState
+
 __all__ = [
+    "BudgetState",
+    "FindingRecord",
     "Outcome",
     "OutcomeStatus",
     "ProposalRecord",
@@ -92,6 +96,32 @@ class Usage(TypedDict):
     """Unix time the run started."""
 
 
+class BudgetState(TypedDict):
+    """How the run stands against its money thresholds."""
+
+    extra_usd: float
+    """Money a human granted beyond the run's cap."""
+    threshold_hit: bool
+    """The spend threshold was crossed (and acted on: fallback model or a human asked)."""
+    fallback: bool
+    """Specialists use their fallback (cheaper) model from now on."""
+
+
+class FindingRecord(TypedDict):
+    """A content-scanner finding, as kept in state (never the matched value itself)."""
+
+    where: str
+    """`input`, `tool:<name>` or `egress:<tool>`."""
+    type: str
+    """e.g. `credit_card`, `injection`."""
+    category: str
+    """`pii`, `secret`, `injection` or `protected`."""
+    severity: str
+    """`low`, `medium` or `high`."""
+    span: list[int]
+    """Start and end offsets in the scanned text."""
+
+
 class Outcome(TypedDict):
     """How a run ended."""
 
@@ -109,6 +139,8 @@ class RunState(TypedDict, total=False):
 
     messages: Annotated[list[AnyMessage], add_messages]
     """The conversation: user input, agents' messages and tool results."""
+    run_id: str
+    """Id of the current run on this thread (a thread can hold many runs)."""
     tenant: str
     """Copied from the run context at intake."""
     workflow: str
@@ -125,3 +157,15 @@ class RunState(TypedDict, total=False):
     """Consumption this run."""
     outcome: Outcome | None
     """Set when the run is decided; None while it runs."""
+    history: list[str]
+    """Fingerprints (tool + canonical args) of every proposal this run: loop detection."""
+    progress_step: int
+    """The step at which the run last made progress (a new tool result or specialist)."""
+    taint: list[str]
+    """Why the run is tainted: untrusted instructions seen in the input or a tool output."""
+    findings: list[FindingRecord]
+    """Content-scanner findings this run."""
+    breakers: dict[str, BreakerState]
+    """Circuit breaker per tool; kept across runs on the thread (a broken tool stays broken)."""
+    budget: BudgetState
+    """Spend thresholds this run."""

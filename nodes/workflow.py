@@ -36,6 +36,8 @@ class AgentSpec:
     """Names of the tools it may propose (its scope)."""
     model: BaseChatModel
     """Its chat model (a LangChain chat model, or `ScriptedChatModel` offline)."""
+    fallback_model: BaseChatModel | None = None
+    """A cheaper model to switch to when the run nears its spend cap (see `SpendPolicy`)."""
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

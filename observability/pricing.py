@@ -28,6 +28,8 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     # The scripted model is priced like a small hosted model so the demo's cost column means
     # something; real models are looked up by their LangChain `model_name`.
     "scripted": ModelPrice(input_per_million=0.50, output_per_million=1.50),
+    # The offline demo's cheaper fallback (what a team would switch to near a budget cap).
+    "scripted-mini": ModelPrice(input_per_million=0.10, output_per_million=0.30),
     "gpt-4o-mini": ModelPrice(input_per_million=0.15, output_per_million=0.60),
     "gpt-4o": ModelPrice(input_per_million=2.50, output_per_million=10.00),
     "claude-3-5-haiku-latest": ModelPrice(input_per_million=0.80, output_per_million=4.00),

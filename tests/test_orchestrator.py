@@ -214,7 +214,8 @@ def test_invalid_resume_is_explained_and_changes_nothing(bad: Any, expected: str
 
 
 def test_step_cap_halts_a_runaway_agent_and_answers_its_calls() -> None:
-    loop = [call("balance", call_id=f"c{i}") for i in range(20)]
+    # Distinct arguments each time, so the loop detector does not stop it first.
+    loop = [call("transfer", call_id=f"c{i}", amount=i + 1, to="bob") for i in range(20)]
     state = run(make_graph(*loop, workflow=Workflow(name="w", limits=RunLimits(max_steps=4))))
     assert state["outcome"]["status"] == "halted" and "step cap" in state["outcome"]["reason"]
     assert state["usage"]["steps"] == 4

@@ -113,8 +113,10 @@ def test_refund_above_what_was_paid_is_refused_by_the_tool(db: SupportDB) -> Non
 def test_empty_ticket_rejected_and_runaway_ticket_halted(db: SupportDB) -> None:
     assert handle(db, "T15").status == "rejected"
     runaway = handle(db, "T16")
-    assert runaway.status == "halted" and "step cap" in runaway.reason
-    assert runaway.steps == SUPPORT_WORKFLOW.limits.max_steps
+    assert runaway.status == "halted" and "money cap reached" in runaway.reason
+    cap = SUPPORT_WORKFLOW.limits.max_usd
+    assert cap is not None and runaway.cost_usd > cap * 0.8, "it ran up to the cap"
+    assert runaway.summary.startswith("Stopped after") and "get_order x2" in runaway.summary
 
 
 def test_ticket_parsing() -> None:

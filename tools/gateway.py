@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from tools.spec import ToolContext, ToolError
 
 __all__ = ["ExecutionGateway", "ToolInvocation", "ToolResult", "idempotency_key"]
 
-ErrorKind = Literal["unknown_tool", "invalid_args", "tool_error", "crashed"]
+ErrorKind = Literal["unknown_tool", "invalid_args", "tool_error", "crashed", "refused"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +75,19 @@ class ExecutionGateway:
     def __init__(self, registry: ToolRegistry) -> None:
         self._registry = registry
 
-    def execute(self, invocation: ToolInvocation) -> ToolResult:
-        """Validate, run and bound one call."""
+    def execute(
+        self,
+        invocation: ToolInvocation,
+        *,
+        before_effect: Callable[[ToolInvocation], str | None] | None = None,
+    ) -> ToolResult:
+        """Validate, run and bound one call.
+
+        Args:
+            invocation: the call.
+            before_effect: asked immediately before a side-effecting call runs; a returned
+                reason refuses it (the kill switch plugs in here, as late as possible).
+        """
         spec = self._registry.get(invocation.tool)
         if spec is None:
             return self._failed(
@@ -99,6 +110,10 @@ class ExecutionGateway:
             call_id=invocation.call_id,
             idempotency_key=key,
         )
+        if before_effect is not None and spec.side_effect != "none":
+            refusal = before_effect(invocation)
+            if refusal is not None:
+                return self._failed(invocation, "refused", f"`{spec.name}` not run: {refusal}", key)
         try:
             output = spec.run(args, ctx)
         except ToolError as error:

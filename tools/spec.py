@@ -77,6 +77,9 @@ class ToolSpec:
     if the model words the body differently on a retry."""
     takes_context: bool = False
     """Whether `func` has a `ctx` parameter for the `ToolContext`."""
+    egress: bool = False
+    """The call sends its arguments outside the system (email, webhook, ticket reply): the
+    guard screens them for secrets and sensitive PII first."""
 
     def run(self, args: BaseModel, ctx: ToolContext) -> Any:
         """Call the implementation with validated `args`."""
@@ -134,6 +137,7 @@ def tool_contract(
     description: str | None = None,
     max_output_chars: int = 4000,
     idempotency_fields: tuple[str, ...] | None = None,
+    egress: bool = False,
 ) -> Callable[[Callable[..., Any]], ToolSpec]:
     """Declare a function as a tool with a contract.
 
@@ -166,6 +170,7 @@ def tool_contract(
             zone=zone,
             max_output_chars=max_output_chars,
             takes_context="ctx" in inspect.signature(func).parameters,
+            egress=egress,
         )
 
     return wrap

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS customers (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, tier TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id), item TEXT NOT NULL,
-    amount REAL NOT NULL, status TEXT NOT NULL, placed_at TEXT NOT NULL);
+    amount REAL NOT NULL, status TEXT NOT NULL, placed_at TEXT NOT NULL,
+    notes TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS invoices (
     id TEXT PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id), amount REAL NOT NULL,
     status TEXT NOT NULL);
@@ -113,8 +114,9 @@ class SupportDB:
             "INSERT INTO customers VALUES (:id, :name, :email, :tier)", seed["customers"]
         )
         conn.executemany(
-            "INSERT INTO orders VALUES (:id, :customer_id, :item, :amount, :status, :placed_at)",
-            seed["orders"],
+            "INSERT INTO orders VALUES "
+            "(:id, :customer_id, :item, :amount, :status, :placed_at, :notes)",
+            [{"notes": "", **order} for order in seed["orders"]],
         )
         conn.executemany(
             "INSERT INTO invoices VALUES (:invoice, :id, :amount, 'paid')",

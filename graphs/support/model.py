@@ -131,8 +131,8 @@ def _triage(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> AIMessage:
 def _orders(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> AIMessage:
     if ticket.order_id is None:
         return AIMessage("The ticket names no order number.")
-    if ticket.intent == "watch":  # the runaway case: keeps polling; the step cap must stop it
-        return _call("get_order", "Checking again.", order_id=ticket.order_id)
+    if ticket.intent == "watch":  # the runaway case: polls, musing at length; a cap must stop it
+        return _call("get_order", "Checking again. " + _MUSING, order_id=ticket.order_id)
     if "get_order" not in results:
         return _call("get_order", "Look the order up.", order_id=ticket.order_id)
     ok, order = results["get_order"]
@@ -181,6 +181,15 @@ def _billing(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> AIMessage:
     )
 
 
+_MUSING = (
+    "The status may have changed since the last look, so I re-read the order, the carrier "
+    "notes and the customer's words before polling again. "
+) * 60
+"""What the runaway ticket's model writes on every poll: long, costly and going nowhere."""
+
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+
+
 def _reply_body(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> str:
     facts = []
     for tool, (ok, value) in results.items():
@@ -210,6 +219,9 @@ def _reply_body(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> str:
                 if ok
                 else "Your refund request needs a closer look; our team will contact you."
             )
+    card = _CARD.search(ticket.body)
+    if card and "issue_refund" in results:  # a careless model echoes what it was given
+        facts.append(f"The money goes back to the card you gave us ({card.group(0)}).")
     if not facts:
         facts.append("Thanks for your question: opened items can be returned within 30 days.")
     return "Hello,\n\n" + " ".join(facts) + "\n\nBest regards,\nSupport"
@@ -259,6 +271,6 @@ def _policy(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]) ->
     return act(ticket, results) if act else AIMessage("I have no tools for this ticket.")
 
 
-def support_model(latency_s: float = 0.0) -> ScriptedChatModel:
-    """The deterministic support model (optionally with simulated latency)."""
-    return ScriptedChatModel(policy=_policy, latency_s=latency_s)
+def support_model(model_name: str = "scripted", latency_s: float = 0.0) -> ScriptedChatModel:
+    """The deterministic support model, priced as `model_name` (optionally with latency)."""
+    return ScriptedChatModel(policy=_policy, latency_s=latency_s, model_name=model_name)

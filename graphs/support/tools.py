@@ -10,18 +10,19 @@ from pydantic import Field
 from graphs.support.db import SupportDB
 from tools import RiskZone, ToolContext, ToolError, ToolSpec, tool_contract
 
-__all__ = ["REFUND_AUTO_LIMIT", "make_support_tools"]
+__all__ = ["REFUND_RED_ZONE", "make_support_tools"]
 
-REFUND_AUTO_LIMIT = 100.0
-"""Refunds up to this many dollars run without a human; larger ones are escalated."""
+REFUND_RED_ZONE = 1000.0
+"""Refunds above this many dollars are in the red zone for every tenant (a human, always).
+Below it, each tenant's limit lives in the policy bundle (`policies/refunds.rego`)."""
 
 OrderId = Annotated[str, Field(pattern=r"^ORD-\d{4}$", description="Order number, e.g. ORD-1001")]
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 
 
 def refund_zone(args: Mapping[str, Any]) -> RiskZone:
-    """Small refunds are yellow (run, flagged); large ones red (need approval)."""
-    return "yellow" if float(args.get("amount", 0)) <= REFUND_AUTO_LIMIT else "red"
+    """Refunds are yellow (run, flagged); very large ones red (need approval)."""
+    return "yellow" if float(args.get("amount", 0)) <= REFUND_RED_ZONE else "red"
 
 
 def make_support_tools(db: SupportDB) -> list[ToolSpec]:
@@ -121,7 +122,9 @@ def make_support_tools(db: SupportDB) -> list[ToolSpec]:
             "replayed": False,
         }
 
-    @tool_contract(side_effect="reversible", zone="green", idempotency_fields=("to", "subject"))
+    @tool_contract(
+        side_effect="reversible", zone="green", idempotency_fields=("to", "subject"), egress=True
+    )
     def draft_email(
         to: Email,
         subject: Annotated[str, Field(max_length=200)],

@@ -8,10 +8,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage
 
 from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
+from graphs.services import Services, services_for
+from graphs.settings import Settings
 from graphs.support.db import SupportDB
+from graphs.support.governance import support_guard
 from graphs.support.model import support_model
 from graphs.support.tools import make_support_tools
-from guards import RunLimits
+from guards import ActionGuard, RunLimits
 from nodes import (
     AgentSpec,
     EntryCondition,
@@ -20,11 +23,12 @@ from nodes import (
     ModelRouter,
     RunState,
     Workflow,
+    load_chat_model,
     this_run,
 )
 from observability import PriceTable
 
-__all__ = ["SUPPORT_WORKFLOW", "build_support_graph", "format_ticket"]
+__all__ = ["SUPPORT_WORKFLOW", "build_support_graph", "format_ticket", "support_builder"]
 
 
 def format_ticket(sender: str, subject: str, body: str) -> str:
@@ -54,7 +58,7 @@ SUPPORT_WORKFLOW = Workflow(
     entry=EntryCondition(min_chars=10, max_chars=4000, check=_ticket_problem),
     exit=ExitConditions(success=_replied),
     write_tools=frozenset({"cancel_order", "issue_refund", "draft_email", "send_email"}),
-    limits=RunLimits(max_steps=16, max_tokens=60_000),
+    limits=RunLimits(max_steps=16, max_tokens=60_000, max_usd=0.006, max_seconds=600),
     escalation=EscalationPath(reviewers="support-leads"),
 )
 
@@ -73,12 +77,34 @@ TOOLS = {
 
 
 def build_support_graph(
-    db: SupportDB, model: BaseChatModel | None = None, prices: PriceTable | None = None
+    db: SupportDB,
+    model: BaseChatModel | None = None,
+    prices: PriceTable | None = None,
+    *,
+    guard: ActionGuard | None = None,
+    fallback_model: BaseChatModel | None = None,
 ) -> OrchestratorBuilder:
-    """The support graph over `db`; `model` defaults to the deterministic support model."""
-    model = model or support_model()
+    """The support graph over `db`.
+
+    Args:
+        db: the business database.
+        model: defaults to the deterministic support model.
+        prices: model prices.
+        guard: the guard plane; defaults to `support_guard` over in-process services.
+        fallback_model: what specialists switch to near the spend cap; with the default model,
+            the same deterministic policy priced as `scripted-mini`.
+    """
+    if model is None:
+        model, fallback_model = support_model(), fallback_model or support_model("scripted-mini")
+    guard = guard or support_guard(Services.in_process())
     agents = [
-        AgentSpec(name=name, instructions=INSTRUCTIONS[name], tools=TOOLS[name], model=model)
+        AgentSpec(
+            name=name,
+            instructions=INSTRUCTIONS[name],
+            tools=TOOLS[name],
+            model=model,
+            fallback_model=fallback_model,
+        )
         for name in INSTRUCTIONS
     ]
     return build_orchestrator(
@@ -86,5 +112,20 @@ def build_support_graph(
         tools=make_support_tools(db),
         workflow=SUPPORT_WORKFLOW,
         router=ModelRouter(model=model, prices=prices or PriceTable()),
+        guard=guard,
         prices=prices,
     )
+
+
+def support_builder(settings: Settings) -> OrchestratorBuilder:
+    """The support graph as `settings` configure it: the model, the business database under
+    `BASTION_HOME`, Redis-backed services when `BASTION_REDIS_URL` is set, and the policy
+    bundle's signing key from `BASTION_POLICY_KEY`.
+
+    Raises:
+        ModelConfigError, PolicyBundleError, GuardConfigError: with what to fix.
+    """
+    model = None if settings.model == "scripted" else load_chat_model(settings.model)
+    key = settings.policy_key.encode() if settings.policy_key else None
+    guard = support_guard(services_for(settings), policy_key=key)
+    return build_support_graph(SupportDB(settings.support_db_path), model=model, guard=guard)
