@@ -55,7 +55,7 @@ INJECTION_RULES: tuple[InjectionRule, ...] = (
     _rule(
         "ignore",
         rf"(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|every)\s+(?:of\s+)?)?"
-        rf"(?:(?:(?:the|these|those|its|your)\s+)?(?:{_ADJ}[ \t,]+)+{_NOUNS}"
+        rf"(?:(?:(?:the|these|those|its|your)\s+)?(?:{_ADJ}[\s,]+)+{_NOUNS}"
         rf"|your\s+{_NOUNS}|all\s+{_NOUNS}|(?:everything|all)\s+(?:above|before|prior))\b"
         r"(?!\s+(?:i|we)\s)",  # "ignore the previous instructions I sent": a user correcting
         anchors=("ignore", "disregard", "forget", "override", "bypass"),

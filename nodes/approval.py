@@ -208,8 +208,9 @@ def make_approval_node(
             )
             verdict = replace(verdict, reasons=notes)
             records.append(verdict_record(verdict, request["call_id"]))
-            if verdict.kind == "halt":
-                return halted_update(list(proposals.values()), verdict, records)
+            if verdict.kind == "halt":  # answer the calls not answered yet (denials were)
+                unanswered = [*pending_with(state, "allow"), *requests]
+                return halted_update(unanswered, verdict, records)
             if verdict.args is not None:
                 request = {**request, "args": dict(verdict.args)}
             proposals[request["call_id"]] = request

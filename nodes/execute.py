@@ -6,6 +6,7 @@ circuit breaker and notes progress; immediately before each side effect it asks 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,26 @@ from nodes.state import RunState, Usage
 from tools import ExecutionGateway, ToolInvocation, ToolResult
 
 __all__ = ["make_execute_node", "route_after_execute"]
+
+
+def _readable(content: str) -> str:
+    """A tool output as the model will read it: JSON strings decoded (a `\\t` escape must not
+    hide "ignore\tprevious instructions" from the scanner), else the text as is."""
+    try:
+        value = json.loads(content)
+    except ValueError:  # plain text, or JSON cut short by the contract's output bound
+        return content
+    strings: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return "\n".join(strings) if strings else content
 
 
 def _message(result: ToolResult) -> ToolMessage:
@@ -52,6 +73,7 @@ def make_execute_node(
         taint = list(state.get("taint") or [])
         breakers = dict(state.get("breakers") or {})
         progressed = False
+        executed = 0
         for proposal in pending_with(state, "allow"):
             result = gateway.execute(
                 ToolInvocation(
@@ -65,21 +87,23 @@ def make_execute_node(
                 before_effect=before_effect,
             )
             messages.append(_message(result))
-            if result.error_kind in ("tool_error", "crashed") or result.ok:
+            ran = result.ok or result.error_kind in ("tool_error", "crashed")
+            if ran:
+                executed += 1
                 breakers[result.tool] = guard.breaker.record(
                     breakers.get(result.tool), ok=result.ok, now=time.time()
                 )
             progressed = progressed or result.ok
-            if result.ok and guard.scanner is not None:
+            if ran and guard.scanner is not None:  # error texts can carry third-party words too
                 found, tainted = scan_findings(
-                    guard.scanner, result.content, where=f"tool:{result.tool}"
+                    guard.scanner, _readable(result.content), where=f"tool:{result.tool}"
                 )
                 findings += found
                 taint += tainted
         usage = state.get("usage") or new_usage()
         update: dict[str, Any] = {
             "messages": messages,
-            "usage": Usage(**{**usage, "tool_calls": usage["tool_calls"] + len(messages)}),
+            "usage": Usage(**{**usage, "tool_calls": usage["tool_calls"] + executed}),
             "breakers": breakers,
             "findings": findings,
             "taint": taint,

@@ -24,10 +24,20 @@ def _final_answer(state: RunState) -> str:
     return ""
 
 
+def _ran(message: ToolMessage) -> bool:
+    """Whether a tool message reports a call the tool really received (not a refusal)."""
+    artifact = message.artifact if isinstance(message.artifact, dict) else None
+    return artifact is not None and artifact.get("error_kind") in (None, "tool_error", "crashed")
+
+
 def _what_happened(state: RunState) -> str:
     """A summary for a human picking up a stopped run: who worked, what ran, what was asked."""
     usage = state.get("usage") or new_usage()
-    ran = [m.name for m in this_run(state.get("messages") or [])[1] if isinstance(m, ToolMessage)]
+    ran = [
+        m.name
+        for m in this_run(state.get("messages") or [])[1]
+        if isinstance(m, ToolMessage) and _ran(m)
+    ]
     routes = " → ".join(state.get("routes") or []) or "no specialist"
     tools = ", ".join(f"{name} x{ran.count(name)}" for name in dict.fromkeys(ran)) or "none"
     return (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -23,7 +23,6 @@ from nodes.records import (
 )
 from nodes.spend import Admission, ModelGate
 from nodes.state import Outcome, RunState
-from observability import PriceTable
 
 __all__ = [
     "ModelRouter",
@@ -46,7 +45,7 @@ class RouteDecision:
     reason: str = ""
     """Why, for the record."""
     model_call: ModelCall | None = None
-    """Usage, when a model made the choice."""
+    """Usage, when a model made the choice (the orchestrator node prices it)."""
 
 
 class Router(Protocol):
@@ -105,8 +104,6 @@ class ModelRouter:
         "then hand off to the one specialist who should act next, or finish."
     )
     """System prompt for routing."""
-    prices: PriceTable = PriceTable()
-    """Prices for charging the routing call."""
     _bindings: dict[tuple[str, ...], Runnable[Any, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -134,11 +131,8 @@ class ModelRouter:
         messages = self._messages(state, agents)
         reply = self._bound(tuple(agents)).invoke(messages)
         tokens_in, tokens_out = usage_of(reply, lambda: estimate_tokens(messages))
-        call = ModelCall(
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=self.prices.cost(model_name_of(self.model), tokens_in, tokens_out),
-        )
+        # Priced by the orchestrator node with the graph's price table (as reserved).
+        call = ModelCall(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=0.0)
         choice = reply.tool_calls[0]["args"] if reply.tool_calls else {"to": FINISH}
         target = choice.get("to", FINISH)
         return RouteDecision(
@@ -178,8 +172,15 @@ def make_orchestrator_node(
             raise
         update: dict[str, Any] = {"active_agent": decision.next_agent}
         if decision.model_call is not None:
-            gate.settle(admission, decision.model_call)
-            update["usage"] = charge_model_call(state, decision.model_call)
+            # Priced here with the graph's table, the one the reservation used.
+            call = replace(
+                decision.model_call,
+                cost_usd=gate.prices.cost(
+                    model_name, decision.model_call.tokens_in, decision.model_call.tokens_out
+                ),
+            )
+            gate.settle(admission, call)
+            update["usage"] = charge_model_call(state, call)
         if decision.next_agent is None:
             return update
         if decision.next_agent not in agents:

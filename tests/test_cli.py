@@ -124,7 +124,7 @@ def test_the_demo_shows_the_guard_plane_at_work(
     assert over_limit["approvals"] == 1 and over_limit["status"] == "resolved"
     runaway = tickets["T16"]
     assert runaway["status"] == "halted" and "money cap" in runaway["reason"]
-    assert runaway["summary"].startswith("Stopped after") and "get_order x2" in runaway["summary"]
+    assert runaway["summary"].startswith("Stopped after") and "get_order x1" in runaway["summary"]
     assert "egress: redacted credit_card" in tickets["T21"]["guard_notes"]
     tainted = tickets["T22"]
     assert any(n.startswith("tainted: tool:get_order") for n in tainted["guard_notes"])

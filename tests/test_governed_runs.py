@@ -186,21 +186,11 @@ def test_an_unreachable_kill_switch_counts_as_killed() -> None:
     assert script.calls == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nodes/finalize.py `_what_happened` lists every ToolMessage of the run as a "
-    "tool call, so the summary of a halted run names actions that were refused and never ran",
-)
 def test_the_summary_of_a_halted_run_does_not_list_actions_that_never_ran() -> None:
     _, _, state = check_kill_while_waiting(InMemorySaver())
     assert "tool calls: none" in state["outcome"]["summary"], state["outcome"]["summary"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nodes/execute.py adds len(messages) to usage.tool_calls, counting calls the "
-    "gateway refused before their effect (kill switch) as executed",
-)
 def test_a_call_refused_before_its_effect_is_not_counted_as_executed() -> None:
     world = World()
     script = Script(
@@ -211,12 +201,6 @@ def test_a_call_refused_before_its_effect_is_not_counted_as_executed() -> None:
     assert state["usage"]["tool_calls"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nodes/approval.py answers every pending proposal via halted_update() when a "
-    "re-check halts, including calls the guard node already denied: a second ToolMessage for "
-    "the same tool_call_id (providers reject duplicate tool results)",
-)
 def test_a_halt_on_recheck_answers_each_call_exactly_once() -> None:
     world = World()
     script = Script(
@@ -336,17 +320,8 @@ def test_a_policy_that_raises_denies_side_effects_but_lets_reads_run() -> None:
     [
         ("Opening hours: 9-17.", False),
         (INJECTION, True),
-        pytest.param(
-            TAB_INJECTION,
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: nodes/execute.py scans result.content, the JSON-encoded output, so "
-                "whitespace the scanner accepts (a tab) arrives as a literal `\\t` and the "
-                "injection the model will read is missed",
-            ),
-            id="tab-separated",
-        ),
+        pytest.param(TAB_INJECTION, True, id="tab-separated"),
+        pytest.param(TAB_INJECTION.replace("\t", "\n"), True, id="newline-separated"),
     ],
 )
 def test_injected_tool_output_taints_the_run_and_side_effects_need_a_human(
@@ -379,11 +354,6 @@ def test_injected_tool_output_taints_the_run_and_side_effects_need_a_human(
     assert "taint@1" in verdicts_for(state, "c2")[-1]["policies"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nodes/execute.py scans only successful outputs (`if result.ok`); a ToolError "
-    "message carrying third-party text reaches the model unscanned and never taints the run",
-)
 def test_injected_text_in_a_tool_error_taints_the_run() -> None:
     world = World(partner_error=INJECTION)
     script = Script(
@@ -642,12 +612,6 @@ def test_past_the_threshold_a_declined_extension_halts_the_run() -> None:
     assert state["budget"]["extra_usd"] == 0.0 and setup.primary.calls == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nodes/orchestrator.py reserves a routing call at the graph's `prices` "
-    "(ModelGate.admit) but charges it at ModelRouter.prices (a default PriceTable), so "
-    "build_orchestrator(prices=...) does not price routing and hold and settle disagree",
-)
 def test_routing_calls_are_priced_by_the_graphs_price_table() -> None:
     ledger = InMemoryBudgetLedger()
     worker, router = Script(AIMessage("done")), handoffs("worker", "finish")

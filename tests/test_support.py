@@ -116,7 +116,7 @@ def test_empty_ticket_rejected_and_runaway_ticket_halted(db: SupportDB) -> None:
     assert runaway.status == "halted" and "money cap reached" in runaway.reason
     cap = SUPPORT_WORKFLOW.limits.max_usd
     assert cap is not None and runaway.cost_usd > cap * 0.8, "it ran up to the cap"
-    assert runaway.summary.startswith("Stopped after") and "get_order x2" in runaway.summary
+    assert runaway.summary.startswith("Stopped after") and "get_order x1" in runaway.summary
 
 
 def test_ticket_parsing() -> None:

@@ -111,7 +111,7 @@ def build_support_graph(
         agents,
         tools=make_support_tools(db),
         workflow=SUPPORT_WORKFLOW,
-        router=ModelRouter(model=model, prices=prices or PriceTable()),
+        router=ModelRouter(model=model),
         guard=guard,
         prices=prices,
     )
