@@ -65,8 +65,8 @@ def build_orchestrator(
 ) -> OrchestratorBuilder:
     """Build (but do not compile) a governed orchestrator graph.
 
-    intake → orchestrator ⇄ agent_<name> → guard → approval / execute → back to the agent;
-    orchestrator → finalize → END.
+    intake → orchestrator ⇄ agent_<name> → guard → approval → execute → back to the agent;
+    orchestrator → finalize → END. A batch that needs no human runs inside the guard step.
 
     Args:
         agents: the specialists; each sees only the tools it names.
@@ -123,9 +123,10 @@ def build_orchestrator(
             agent_node_name(agent.name),
             make_agent_node(agent, scopes[agent.name], gate, workflow.escalation),
         )
-    builder.add_node("guard", make_guard_node(judge))
+    execute = make_execute_node(ExecutionGateway(registry), guard)
+    builder.add_node("guard", make_guard_node(judge, execute))
     builder.add_node("approval", make_approval_node(workflow.escalation, judge))
-    builder.add_node("execute", make_execute_node(ExecutionGateway(registry), guard))
+    builder.add_node("execute", execute)
     builder.add_node("finalize", make_finalize_node(workflow, guard))
 
     builder.add_edge(START, "intake")

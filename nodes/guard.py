@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
 
 from guards import ActionGuard, ActionRequest, Verdict, proposal_fingerprint
 from nodes.records import agent_node_name, latest_verdicts, usage_snapshot, verdict_record
@@ -16,6 +17,7 @@ from nodes.workflow import Workflow
 from tools import ToolRegistry
 
 __all__ = [
+    "Executor",
     "ProposalJudge",
     "halted_update",
     "make_guard_node",
@@ -93,31 +95,50 @@ def halted_update(
     }
 
 
-def make_guard_node(judge: ProposalJudge) -> Callable[[RunState], dict[str, Any]]:
-    """Build the guard node."""
+Executor = Callable[[RunState, RunnableConfig], dict[str, Any]]
+"""The execute node's function: runs the allowed calls of a state."""
 
-    def guard_node(state: RunState) -> dict[str, Any]:
+
+def make_guard_node(
+    judge: ProposalJudge, execute: Executor | None = None
+) -> Callable[[RunState, RunnableConfig], dict[str, Any]]:
+    """Build the guard node.
+
+    With `execute`, a batch that needs no human (nothing escalated, nothing halted) runs its
+    allowed calls in the same step: the verdict still precedes every effect, the gateway still
+    checks the kill switch right before each one, and a crash in between re-runs the step,
+    whose effects the idempotency keys replay instead of repeating. Saving the extra graph step
+    matters because every tool call pays it.
+    """
+
+    def guard_node(state: RunState, config: RunnableConfig) -> dict[str, Any]:
         proposals = list(state.get("proposals") or [])
         history = list(state.get("history") or [])
         records = list(state.get("verdicts") or [])
         messages = []
+        kinds = set()
         for index, proposal in enumerate(proposals):
             verdict = judge.judge(state, proposal, history=history)
             history.append(proposal_fingerprint(proposal["tool"], proposal["args"]))
             records.append(verdict_record(verdict, proposal["call_id"]))
+            kinds.add(verdict.kind)
             if verdict.kind == "halt":
-                update = halted_update(proposals, verdict, records)
-                return {**update, "history": history}
+                return {**halted_update(proposals, verdict, records), "history": history}
             if verdict.args is not None:  # the guard changed the arguments (egress redaction)
                 proposals[index] = {**proposal, "args": dict(verdict.args)}
             if verdict.kind == "deny":
                 messages.append(refusal_message(proposal, f"denied by policy: {verdict.reason}"))
-        return {
+        update: dict[str, Any] = {
             "verdicts": records,
             "messages": messages,
             "history": history,
             "proposals": proposals,
         }
+        if execute is None or "escalate" in kinds or "allow" not in kinds:
+            return update
+        done = execute({**state, **update}, config)  # type: ignore[typeddict-item]
+        # Every call is answered now: no pending proposals, so the route goes to the agent.
+        return {**update, **done, "messages": [*messages, *done["messages"]], "proposals": []}
 
     return guard_node
 

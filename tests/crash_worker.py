@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import ToolMessage
 from langgraph.types import Command
 
 from graphs.support import SupportDB, build_support_graph, format_ticket, scripted_review
@@ -41,9 +42,11 @@ def _crash_midway(graph: Any, config: dict[str, Any], tool: str) -> None:
         durability="sync",
     )
     for update in stream:
-        if "execute" not in update:
+        # Allowed calls run in the guard step, or in `execute` after an approval.
+        step = update.get("guard") or update.get("execute")
+        if not step:
             continue
-        ran.extend(message.name for message in update["execute"]["messages"])
+        ran.extend(m.name for m in step.get("messages", []) if isinstance(m, ToolMessage))
         if tool in ran:
             # With `sync` durability the step's checkpoint is written before its update is
             # yielded, and the next step waits for this loop to ask for more.

@@ -86,8 +86,7 @@ def test_allowed_call_runs_and_the_path_is_the_designed_one() -> None:
         "intake",
         "orchestrator",
         "agent_payer",
-        "guard",
-        "execute",
+        "guard",  # nothing needs a human: the allowed call runs in the guard step
         "agent_payer",
         "orchestrator",
         "finalize",
