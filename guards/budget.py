@@ -250,31 +250,30 @@ class InMemoryBudgetLedger:
         check_id(reservation_id)
         units = charge_units(actual, "actual")
         with self._lock:
-            hold = self._holds.get(reservation_id)
-            if hold is None:
-                raise unknown_reservation(reservation_id)
-            if hold.state != "held":
-                return
-            bucket = self._buckets[hold.key]
-            for dimension in range(3):
-                bucket.held[dimension] -= hold.units[dimension]
-                bucket.spent[dimension] += units[dimension]
-            hold.state = "settled"
+            self._close(reservation_id, "settled", units)
 
     def release(self, reservation_id: str) -> None:
         """Drop a hold whose work did not happen. Idempotent; no-op after settle; unknown ids
         raise KeyError."""
         check_id(reservation_id)
         with self._lock:
-            hold = self._holds.get(reservation_id)
-            if hold is None:
-                raise unknown_reservation(reservation_id)
-            if hold.state != "held":
-                return
-            bucket = self._buckets[hold.key]
-            for dimension in range(3):
-                bucket.held[dimension] -= hold.units[dimension]
-            hold.state = "released"
+            self._close(reservation_id, "released", (0, 0, 0))
+
+    def _close(self, reservation_id: str, state: str, spent: Units) -> None:
+        """End a held reservation as `state`, its hold replaced by `spent` (caller holds the lock).
+
+        Settled or released ids are left alone; unknown ids raise KeyError.
+        """
+        hold = self._holds.get(reservation_id)
+        if hold is None:
+            raise unknown_reservation(reservation_id)
+        if hold.state != "held":
+            return
+        bucket = self._buckets[hold.key]
+        for dimension in range(3):
+            bucket.held[dimension] -= hold.units[dimension]
+            bucket.spent[dimension] += spent[dimension]
+        hold.state = state
 
     def spent(self, key: BudgetKey) -> Charge:
         """Settled consumption of a bucket."""

@@ -14,8 +14,7 @@ from regopy import Input, Interpreter, LogLevel, NodeKind, RegoError
 from regopy import rego_shared as native
 
 from guards.base import PolicyDecision, PolicyMeta, PolicyRequest
-from guards.errors import PolicyBundleError
-from guards.policy import (
+from guards.decisions import (
     DEFAULT_CACHE_SIZE,
     CacheStats,
     DecisionCache,
@@ -23,6 +22,7 @@ from guards.policy import (
     ScopeIndex,
     evaluate_cached,
 )
+from guards.errors import PolicyBundleError
 
 if TYPE_CHECKING:
     from guards.bundle import PolicyBundle

@@ -7,13 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guards.detectors import (
-    Finding,
-    detect_injection,
-    detect_pii,
-    detect_protected,
-    detect_secrets,
-)
+from guards.detectors import Finding, detect_pii, detect_protected
+from guards.detectors_injection import detect_injection
+from guards.detectors_secret import detect_secrets
 from guards.errors import GuardConfigError
 from guards.patterns_protected import PROTECTED, PROTECTED_GROUPS
 

@@ -14,7 +14,8 @@ import pytest
 
 from guards.base import PolicyDecision, PolicyEngine, PolicyRequest
 from guards.bundle import sign_bundle
-from guards.policy import PythonRule, PythonRulesEngine, deny, escalate, freeze, rule
+from guards.decisions import freeze
+from guards.policy import PythonRule, PythonRulesEngine, deny, escalate, rule
 from guards.rego import RegoPolicyEngine
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "policies"
