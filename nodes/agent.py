@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.runnables import Runnable
 
 from guards import Verdict
 from nodes.approval import ask_reviewer
@@ -140,16 +142,12 @@ def make_agent_node(
     """
     schemas = [tool.llm_schema() for tool in tools]
     schema_chars = len(json.dumps(schemas)) if schemas else 0  # once, not per model call
-    models = {
-        False: spec.model.bind_tools(schemas) if schemas else spec.model,
-        True: (spec.fallback_model or spec.model).bind_tools(schemas)
-        if schemas
-        else (spec.fallback_model or spec.model),
-    }
-    names = {
-        False: model_name_of(spec.model),
-        True: model_name_of(spec.fallback_model or spec.model),
-    }
+
+    def bind(model: BaseChatModel) -> tuple[Runnable[Any, Any], str]:
+        return (model.bind_tools(schemas) if schemas else model), model_name_of(model)
+
+    primary = bind(spec.model)
+    cheaper = bind(spec.fallback_model) if spec.fallback_model is not None else primary
     system = SystemMessage(spec.instructions)
     spend = gate.guard.spend
 
@@ -177,16 +175,16 @@ def make_agent_node(
             if answer.kind == "halt":
                 return _halted(state, answer, extra)
             state = {**state, "verdicts": extra["verdicts"]}
-        fallback = bool(state.get("budget", {}).get("fallback")) and spec.fallback_model is not None
+        model, model_name = cheaper if state.get("budget", {}).get("fallback") else primary
         messages = [system, *(state.get("messages") or [])]
         reserve = estimate_tokens(messages, tools_chars=schema_chars)
         admission = gate.admit(
-            state, node=agent_node_name(spec.name), model_name=names[fallback], tokens=reserve
+            state, node=agent_node_name(spec.name), model_name=model_name, tokens=reserve
         )
         if admission.halt is not None:
             return _halted(state, admission.halt, extra)
         try:
-            reply = models[fallback].invoke(messages)
+            reply = model.invoke(messages)
         except BaseException:
             gate.release(admission)
             raise
@@ -195,7 +193,7 @@ def make_agent_node(
         call = ModelCall(
             tokens_in=tokens_in,
             tokens_out=tokens_out,
-            cost_usd=gate.prices.cost(names[fallback], tokens_in, tokens_out),
+            cost_usd=gate.prices.cost(model_name, tokens_in, tokens_out),
         )
         gate.settle(admission, call)
         return {

@@ -196,7 +196,7 @@ def make_approval_node(
                 continue
             if isinstance(decision, EditDecision):
                 request = {**request, "args": decision.edited_action.args}
-            verdict = judge.judge(state, request, history=[], approved_by=who)
+            verdict = judge.judge(state, request, approved_by=who)
             notes = (
                 *verdict.reasons,
                 *(

@@ -51,10 +51,17 @@ class ProposalJudge:
         state: RunState,
         proposal: ProposalRecord,
         *,
-        history: list[str],
+        history: list[str] | None = None,
         approved_by: str | None = None,
     ) -> Verdict:
-        """Decide `proposal`; `approved_by` re-checks an action a human approved."""
+        """Decide `proposal`.
+
+        Args:
+            state: the run.
+            proposal: the call to decide.
+            history: fingerprints of the earlier proposals (default: the run's).
+            approved_by: set to re-check an action a human approved.
+        """
         if proposal["error"]:
             return Verdict.deny(f"`{proposal['tool']}` was not called: {proposal['error']}")
         spec = self.registry.get(proposal["tool"])
@@ -73,7 +80,7 @@ class ProposalJudge:
                 allowed_tools=self.agent_tools.get(proposal["agent"], frozenset()),
                 write_tools=self.workflow.write_tools,
                 usage=usage_snapshot(state),
-                history=history,
+                history=(state.get("history") or []) if history is None else history,
                 breakers=state.get("breakers") or {},
                 taint=state.get("taint") or [],
                 approved_by=approved_by,

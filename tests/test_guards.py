@@ -234,6 +234,9 @@ def test_a_human_approval_satisfies_escalations_but_not_halts() -> None:
     guard = ActionGuard(limits=RunLimits(max_steps=3))
     approved = guard.evaluate(request(zone="red", approved_by="human:lee"))
     assert approved.kind == "allow" and approved.decided_by == "human:lee"
+    same = proposal_fingerprint("issue_refund", {"amount": 10})
+    recheck = guard.evaluate(request(approved_by="human:lee", history=[same, same]))
+    assert recheck.kind == "allow", "a re-check is the same proposal, not a repeat of it"
     halted = guard.evaluate(
         request(zone="red", approved_by="human:lee", usage=UsageSnapshot(steps=9))
     )
