@@ -17,6 +17,7 @@ from nodes import (
     RunContext,
     RunState,
     SequentialRouter,
+    ToolViews,
     Workflow,
     WorkflowConfigError,
     agent_node_name,
@@ -35,7 +36,15 @@ from nodes import (
     route_from_orchestrator,
 )
 from observability import PriceTable
-from tools import ExecutionGateway, ToolRegistry, ToolSpec
+from tools import (
+    EffectLedger,
+    ExecutionGateway,
+    RateLimiter,
+    SecretSource,
+    ShadowMode,
+    ToolRegistry,
+    ToolSpec,
+)
 
 __all__ = ["OrchestratorBuilder", "build_orchestrator"]
 
@@ -62,6 +71,10 @@ def build_orchestrator(
     router: Router | None = None,
     guard: ActionGuard | None = None,
     prices: PriceTable | None = None,
+    effects: EffectLedger | None = None,
+    rate_limiter: RateLimiter | None = None,
+    secrets: SecretSource | None = None,
+    shadow: ShadowMode | None = None,
 ) -> OrchestratorBuilder:
     """Build (but do not compile) a governed orchestrator graph.
 
@@ -77,6 +90,11 @@ def build_orchestrator(
         guard: the guard plane (policies, kill switch, budgets, scanners). Default: an
             `ActionGuard` with built-in checks only. The workflow's limits replace its own.
         prices: model price table for cost accounting.
+        effects: the effect ledger (exactly-once side effects, undo). Default: in-process.
+        rate_limiter: token buckets for tool rate limits. Default: in-process.
+        secrets: where tools' declared secrets come from. Default: environment variables.
+        shadow: simulate these side effects instead of acting (runs can add more with
+            `configurable={"shadow": ...}`).
 
     Raises:
         WorkflowConfigError: no agents, duplicate names, or a workflow naming unknown tools.
@@ -101,15 +119,10 @@ def build_orchestrator(
     guard = replace(guard or ActionGuard(), limits=workflow.limits)
     prices = prices or PriceTable()
     _open_tenant_budgets(guard)
-    scopes = {agent.name: registry.scoped(agent.tools) for agent in agents}
+    views = ToolViews({agent.name: registry.scoped(agent.tools) for agent in agents}, guard.tenants)
     agent_nodes = [agent_node_name(name) for name in names]
     gate = ModelGate(guard=guard, prices=prices)
-    judge = ProposalJudge(
-        guard=guard,
-        registry=registry,
-        workflow=workflow,
-        agent_tools={name: scope.names for name, scope in scopes.items()},
-    )
+    judge = ProposalJudge(guard=guard, registry=registry, workflow=workflow, tools=views)
 
     # Typed as Any while wiring: LangGraph's add_node overloads infer a `total=False` TypedDict
     # node input as Never, rejecting correctly typed node functions.
@@ -121,9 +134,12 @@ def build_orchestrator(
     for agent in agents:
         builder.add_node(
             agent_node_name(agent.name),
-            make_agent_node(agent, scopes[agent.name], gate, workflow.escalation),
+            make_agent_node(agent, views, gate, workflow.escalation),
         )
-    execute = make_execute_node(ExecutionGateway(registry), guard)
+    gateway = ExecutionGateway(
+        registry, effects=effects, rate_limiter=rate_limiter, secrets=secrets
+    )
+    execute = make_execute_node(gateway, guard, shadow or ShadowMode())
     builder.add_node("guard", make_guard_node(judge, execute))
     builder.add_node("approval", make_approval_node(workflow.escalation, judge))
     builder.add_node("execute", execute)

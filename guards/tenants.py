@@ -29,6 +29,9 @@ class TenantPolicy:
     """Caps on the tenant's shared budget bucket (all runs together); None: uncapped."""
     data: Mapping[str, Any] | None = None
     """Tenant settings policies may read (e.g. `refund_limit`), passed as `input.context.tenant`."""
+    scopes: frozenset[str] | None = None
+    """Tool permission scopes granted (a tool needing others is invisible to the tenant's
+    agents and refused); None grants every scope."""
 
 
 class _Rule(BaseModel):
@@ -51,6 +54,7 @@ class _Tenant(BaseModel):
     require_confidence: bool = False
     budget: _Caps | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    scopes: list[str] | None = None
 
 
 class TenantDirectory:
@@ -84,7 +88,8 @@ class TenantDirectory:
     def from_mapping(
         cls, raw: Mapping[str, Any], *, source: str = "tenant config"
     ) -> TenantDirectory:
-        """Tenants from `{"<tenant>": {"risk": {"yellow": {...}}, "budget": {...}, "data": {...}}}`.
+        """Tenants from `{"<tenant>": {"risk": {"yellow": {...}}, "budget": {...}, "data": {...},
+        "scopes": [...]}}` (`scopes` omitted: every tool scope granted).
 
         Raises:
             GuardConfigError: naming the tenant and field at fault.
@@ -109,7 +114,10 @@ class TenantDirectory:
                 raise GuardConfigError(f"{source}: tenant {name!r}: {problems}") from None
             except GuardConfigError as error:
                 raise GuardConfigError(f"{source}: tenant {name!r}: {error}") from None
-            tenants.append(TenantPolicy(name=name, risk=risk, budget=budget, data=parsed.data))
+            scopes = frozenset(parsed.scopes) if parsed.scopes is not None else None
+            tenants.append(
+                TenantPolicy(name=name, risk=risk, budget=budget, data=parsed.data, scopes=scopes)
+            )
         return cls(tenants)
 
     @classmethod

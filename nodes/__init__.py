@@ -37,9 +37,11 @@ from nodes.state import (
     ProposalRecord,
     RunContext,
     RunState,
+    ShadowRecord,
     Usage,
     VerdictRecord,
 )
+from nodes.toolview import ToolViews
 from nodes.workflow import (
     AgentSpec,
     EntryCondition,
@@ -73,6 +75,8 @@ __all__ = [
     "ScriptPolicy",
     "ScriptedChatModel",
     "SequentialRouter",
+    "ShadowRecord",
+    "ToolViews",
     "Usage",
     "VerdictRecord",
     "Workflow",

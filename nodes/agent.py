@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -24,6 +25,7 @@ from nodes.records import (
 )
 from nodes.spend import ModelGate
 from nodes.state import BudgetState, Outcome, ProposalRecord, RunState
+from nodes.toolview import ToolViews
 from nodes.workflow import AgentSpec, EscalationPath
 from tools import ToolRegistry
 
@@ -131,23 +133,51 @@ def _ask_for_more(
     )
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """A specialist's models bound to one tool view."""
+
+    primary: tuple[Runnable[Any, Any], str]
+    cheaper: tuple[Runnable[Any, Any], str]
+    schema_chars: int
+
+
+def _binder(spec: AgentSpec) -> Callable[[ToolRegistry], _Bound]:
+    """Binds the specialist's models to a tool view, once per distinct view."""
+    bound: dict[frozenset[str], _Bound] = {}
+
+    def bind_view(tools: ToolRegistry) -> _Bound:
+        found = bound.get(tools.names)
+        if found is not None:
+            return found
+        schemas = [tool.llm_schema() for tool in tools]
+
+        def bind(model: BaseChatModel) -> tuple[Runnable[Any, Any], str]:
+            return (model.bind_tools(schemas) if schemas else model), model_name_of(model)
+
+        primary = bind(spec.model)
+        found = _Bound(
+            primary=primary,
+            cheaper=bind(spec.fallback_model) if spec.fallback_model is not None else primary,
+            schema_chars=len(json.dumps(schemas)) if schemas else 0,  # once, not per call
+        )
+        bound[tools.names] = found
+        return found
+
+    return bind_view
+
+
 def make_agent_node(
-    spec: AgentSpec, tools: ToolRegistry, gate: ModelGate, escalation: EscalationPath
+    spec: AgentSpec, tools: ToolViews, gate: ModelGate, escalation: EscalationPath
 ) -> Callable[[RunState], dict[str, Any]]:
-    """Build the node for specialist `spec`, whose model sees only `tools`.
+    """Build the node for specialist `spec`, whose model sees only its tools, as scoped for
+    the run's tenant by `tools`.
 
     Before each model call the node applies the spend threshold once (switch to the
     specialist's fallback model, or ask a human for more money), then reserves the call's
     estimated cost with `gate`; after the call it settles the real usage.
     """
-    schemas = [tool.llm_schema() for tool in tools]
-    schema_chars = len(json.dumps(schemas)) if schemas else 0  # once, not per model call
-
-    def bind(model: BaseChatModel) -> tuple[Runnable[Any, Any], str]:
-        return (model.bind_tools(schemas) if schemas else model), model_name_of(model)
-
-    primary = bind(spec.model)
-    cheaper = bind(spec.fallback_model) if spec.fallback_model is not None else primary
+    bind_view = _binder(spec)
     system = SystemMessage(spec.instructions)
     spend = gate.guard.spend
 
@@ -175,9 +205,11 @@ def make_agent_node(
             if answer.kind == "halt":
                 return _halted(state, answer, extra)
             state = {**state, "verdicts": extra["verdicts"]}
-        model, model_name = cheaper if state.get("budget", {}).get("fallback") else primary
+        bound = bind_view(tools.for_agent(spec.name, state.get("tenant", "default")))
+        fallback = state.get("budget", {}).get("fallback")
+        model, model_name = bound.cheaper if fallback else bound.primary
         messages = [system, *(state.get("messages") or [])]
-        reserve = estimate_tokens(messages, tools_chars=schema_chars)
+        reserve = estimate_tokens(messages, tools_chars=bound.schema_chars)
         admission = gate.admit(
             state, node=agent_node_name(spec.name), model_name=model_name, tokens=reserve
         )

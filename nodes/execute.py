@@ -1,7 +1,9 @@
 """Execute node: hands allowed calls to the execution gateway and returns the tool messages.
 
-After each call it scans the output (injected instructions taint the run), updates the tool's
-circuit breaker and notes progress; immediately before each side effect it asks the kill switch.
+Before any side effect it refuses a durability mode that could repeat effects after a crash;
+immediately before each one the gateway asks the kill switch. After each call it scans the
+output (injected instructions taint the run), updates the tool's breaker and notes progress.
+Calls covered by shadow mode (built in, or `configurable["shadow"]` per run) are simulated.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from langchain_core.runnables import RunnableConfig
 
 from guards import ActionGuard, KillTarget
 from nodes.records import agent_node_name, new_usage, pending_with, scan_findings
-from nodes.state import RunState, Usage
-from tools import ExecutionGateway, ToolInvocation, ToolResult
+from nodes.state import ProposalRecord, RunState, Usage
+from tools import ExecutionGateway, ShadowMode, ToolInvocation, ToolResult, require_durable
+from tools.shadow import SHADOW_OFF
 
 __all__ = ["make_execute_node", "route_after_execute"]
+
+DURABILITY_KEY = "__pregel_durability"
+"""Where LangGraph puts the run's `durability` in a node's config (when the caller set one;
+its default is `async`). A test pins it, so a LangGraph change cannot silently skip the check."""
 
 
 def _readable(content: str) -> str:
@@ -48,17 +55,50 @@ def _message(result: ToolResult) -> ToolMessage:
         tool_call_id=result.call_id,
         name=result.tool,
         status="success" if result.ok else "error",
-        artifact={"idempotency_key": result.idempotency_key, "error_kind": result.error_kind},
+        artifact={
+            "idempotency_key": result.idempotency_key,
+            "error_kind": result.error_kind,
+            "error_code": result.error_code,
+            "attempts": result.attempts,
+            "replayed": result.replayed,
+            "shadow": result.shadow,
+        },
     )
 
 
+def _check_durability(
+    configurable: dict[str, Any],
+    proposals: list[ProposalRecord],
+    gateway: ExecutionGateway,
+    shadow: ShadowMode,
+) -> None:
+    writes = [
+        p["tool"]
+        for p in proposals
+        if (spec := gateway.registry.get(p["tool"])) is not None
+        and spec.side_effect != "none"
+        and not shadow.covers(p["agent"], p["tool"])
+    ]
+    require_durable(configurable.get(DURABILITY_KEY, "async"), writes)
+
+
 def make_execute_node(
-    gateway: ExecutionGateway, guard: ActionGuard
+    gateway: ExecutionGateway, guard: ActionGuard, shadow: ShadowMode = SHADOW_OFF
 ) -> Callable[[RunState, RunnableConfig], dict[str, Any]]:
-    """Build the execute node over `gateway`, governed by `guard`."""
+    """Build the execute node over `gateway`, governed by `guard`, simulating what `shadow`
+    covers."""
 
     def execute(state: RunState, config: RunnableConfig) -> dict[str, Any]:
-        thread_id = str((config.get("configurable") or {}).get("thread_id", ""))
+        configurable = config.get("configurable") or {}
+        thread_id = str(configurable.get("thread_id", ""))
+        # The run's own mode (stored at intake, so a plain resume keeps it) and a resume's.
+        mode = (
+            shadow
+            | ShadowMode.parse(state.get("shadow"))
+            | ShadowMode.parse(configurable.get("shadow"))
+        )
+        allowed = pending_with(state, "allow")
+        _check_durability(configurable, allowed, gateway, mode)
         tenant = state.get("tenant", "default")
         target = KillTarget(
             tenant=tenant, workflow=state.get("workflow", ""), run_id=state.get("run_id", "")
@@ -74,7 +114,7 @@ def make_execute_node(
         breakers = dict(state.get("breakers") or {})
         progressed = False
         executed = 0
-        for proposal in pending_with(state, "allow"):
+        for proposal in allowed:
             result = gateway.execute(
                 ToolInvocation(
                     tool=proposal["tool"],
@@ -83,11 +123,13 @@ def make_execute_node(
                     tenant=tenant,
                     thread_id=thread_id,
                     agent=proposal["agent"],
+                    run_id=state.get("run_id", ""),
+                    shadow=mode.covers(proposal["agent"], proposal["tool"]),
                 ),
                 before_effect=before_effect,
             )
             messages.append(_message(result))
-            ran = result.ok or result.error_kind in ("tool_error", "crashed")
+            ran = result.ran or result.replayed
             if ran:
                 executed += 1
                 breakers[result.tool] = guard.breaker.record(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from guards import ActionGuard, ActionRequest, Verdict, proposal_fingerprint
 from nodes.records import agent_node_name, latest_verdicts, usage_snapshot, verdict_record
 from nodes.state import Outcome, ProposalRecord, RunState
+from nodes.toolview import ToolViews
 from nodes.workflow import Workflow
 from tools import ToolRegistry
 
@@ -43,8 +44,8 @@ class ProposalJudge:
     """Every tool, to look up zones, side effects and egress."""
     workflow: Workflow
     """The task boundary (side-effect budget)."""
-    agent_tools: Mapping[str, frozenset[str]]
-    """Each specialist's scoped tool names."""
+    tools: ToolViews
+    """Each specialist's tools, scoped for the tenant."""
 
     def judge(
         self,
@@ -65,9 +66,10 @@ class ProposalJudge:
         if proposal["error"]:
             return Verdict.deny(f"`{proposal['tool']}` was not called: {proposal['error']}")
         spec = self.registry.get(proposal["tool"])
+        tenant = state.get("tenant", "default")
         return self.guard.evaluate(
             ActionRequest(
-                tenant=state.get("tenant", "default"),
+                tenant=tenant,
                 workflow=self.workflow.name,
                 run_id=state.get("run_id", ""),
                 agent=proposal["agent"],
@@ -77,7 +79,7 @@ class ProposalJudge:
                 zone=spec.zone_for(proposal["args"]) if spec else None,
                 side_effect=spec.side_effect if spec else None,
                 egress=spec.egress if spec else False,
-                allowed_tools=self.agent_tools.get(proposal["agent"], frozenset()),
+                allowed_tools=self.tools.for_agent(proposal["agent"], tenant).names,
                 write_tools=self.workflow.write_tools,
                 usage=usage_snapshot(state),
                 history=(state.get("history") or []) if history is None else history,

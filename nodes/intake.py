@@ -7,12 +7,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from guards import ActionGuard, KillTarget, UnknownTenantError
 from nodes.records import new_usage, scan_findings, this_run
-from nodes.state import BudgetState, Outcome, RunContext, RunState
+from nodes.state import BudgetState, Outcome, RunContext, RunState, ShadowRecord
 from nodes.workflow import Workflow
+from tools import ShadowMode
 
 __all__ = ["make_intake_node", "route_after_intake"]
 
@@ -44,8 +46,12 @@ def make_intake_node(
     """
     guard = guard or ActionGuard(limits=workflow.limits)
 
-    def intake(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def intake(
+        state: RunState, runtime: Runtime[RunContext], config: RunnableConfig
+    ) -> dict[str, Any]:
         context = runtime.context if isinstance(runtime.context, RunContext) else RunContext()
+        # Parsed here, before any model spend: a bad value fails the run at once.
+        shadow = ShadowMode.parse((config.get("configurable") or {}).get("shadow"))
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         request = this_run(state.get("messages") or [])[0]
         update: dict[str, Any] = {
@@ -63,6 +69,9 @@ def make_intake_node(
             "taint": [],
             "findings": [],
             "budget": BudgetState(extra_usd=0.0, threshold_hit=False, fallback=False),
+            "shadow": ShadowRecord(
+                graph=shadow.graph, agents=sorted(shadow.agents), tools=sorted(shadow.tools)
+            ),
         }
         problem = _tenant_problem(context.tenant, guard) or workflow.entry.rejects(request)
         if problem:

@@ -134,6 +134,17 @@ class Outcome(TypedDict):
     """The final answer or the last thing said."""
 
 
+class ShadowRecord(TypedDict):
+    """A run's shadow mode, as stored in state (see `tools.ShadowMode`)."""
+
+    graph: bool
+    """Every side-effecting call is simulated."""
+    agents: list[str]
+    """Calls by these specialists are simulated."""
+    tools: list[str]
+    """Calls of these tools are simulated."""
+
+
 class RunState(TypedDict, total=False):
     """The graph state of a Bastion run."""
 
@@ -169,3 +180,6 @@ class RunState(TypedDict, total=False):
     """Circuit breaker per tool; kept across runs on the thread (a broken tool stays broken)."""
     budget: BudgetState
     """Spend thresholds this run."""
+    shadow: ShadowRecord
+    """Shadow mode asked for at the start of this run (`configurable["shadow"]`), kept so a
+    resume without it stays simulated."""

@@ -126,13 +126,17 @@ class World:
             world.effects.append(("transfer", {"amount": amount, "to": to}))
             return {"sent": amount, "to": to}
 
-        @tool_contract(side_effect="reversible", zone="green", egress=True)
+        def retract(args: Any, output: Any, ctx: ToolContext) -> str:
+            world.effects.append(("retract", dict(args)))
+            return "retracted"
+
+        @tool_contract(side_effect="reversible", zone="green", egress=True, rollback=retract)
         def notify(to: str, body: str) -> str:
             """Send a message outside the company."""
             world.effects.append(("notify", {"to": to, "body": body}))
             return "sent"
 
-        @tool_contract(side_effect="reversible", zone="red", egress=True)
+        @tool_contract(side_effect="reversible", zone="red", egress=True, rollback=retract)
         def publish(body: str) -> str:
             """Publish a notice on the public status page."""
             world.effects.append(("publish", {"body": body}))

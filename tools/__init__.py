@@ -1,20 +1,66 @@
-"""Tools: typed contracts, a registry with scoped views, and the execution gateway."""
+"""Tools: typed contracts, a registry with scoped views, the execution gateway, the effect
+ledger, rollback and shadow mode."""
 
-from tools.gateway import ExecutionGateway, ToolInvocation, ToolResult, idempotency_key
+from tools.base import (
+    Claim,
+    Compensation,
+    EffectIntent,
+    EffectLedger,
+    EffectLedgerError,
+    EffectOutcome,
+    EffectRecord,
+    EffectStatus,
+    RateLimiter,
+    RateLimiterError,
+    SecretSource,
+)
+from tools.contract import tool_contract
+from tools.gateway import (
+    DurabilityError,
+    ErrorKind,
+    ExecutionGateway,
+    ToolInvocation,
+    ToolResult,
+    idempotency_key,
+    require_durable,
+)
+from tools.ledger import InMemoryEffectLedger
+from tools.ratelimit import InMemoryRateLimiter
 from tools.registry import ToolRegistry
+from tools.shadow import ShadowMode
 from tools.spec import (
+    RateLimit,
     RiskZone,
+    Secrets,
     SideEffect,
     ToolConfigError,
     ToolContext,
     ToolError,
+    ToolRetry,
     ToolSpec,
-    tool_contract,
 )
 
 __all__ = [
+    "Claim",
+    "Compensation",
+    "DurabilityError",
+    "EffectIntent",
+    "EffectLedger",
+    "EffectLedgerError",
+    "EffectOutcome",
+    "EffectRecord",
+    "EffectStatus",
+    "ErrorKind",
     "ExecutionGateway",
+    "InMemoryEffectLedger",
+    "InMemoryRateLimiter",
+    "RateLimit",
+    "RateLimiter",
+    "RateLimiterError",
     "RiskZone",
+    "SecretSource",
+    "Secrets",
+    "ShadowMode",
     "SideEffect",
     "ToolConfigError",
     "ToolContext",
@@ -22,7 +68,9 @@ __all__ = [
     "ToolInvocation",
     "ToolRegistry",
     "ToolResult",
+    "ToolRetry",
     "ToolSpec",
     "idempotency_key",
+    "require_durable",
     "tool_contract",
 ]

@@ -50,6 +50,12 @@ class ToolRegistry:
             )
         return ToolRegistry(self._specs[n] for n in wanted)
 
+    def visible(self, granted: frozenset[str] | None) -> ToolRegistry:
+        """The tools whose every required scope is in `granted` (None grants every scope)."""
+        if granted is None:
+            return self
+        return ToolRegistry(spec for spec in self._specs.values() if spec.scopes <= granted)
+
     def unknown_tool_message(self, name: str) -> str:
         """An actionable message for a call to a tool that does not exist here."""
         available = ", ".join(f"`{n}`" for n in sorted(self._specs)) or "none"

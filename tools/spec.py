@@ -1,23 +1,23 @@
-"""Tool contracts: a typed, declared description of what a tool takes, returns and touches."""
+"""Tool contracts as values: what a tool takes, returns, touches, costs and how it fails."""
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel
 
 __all__ = [
+    "RateLimit",
     "RiskZone",
+    "Secrets",
     "SideEffect",
     "ToolConfigError",
     "ToolContext",
     "ToolError",
+    "ToolRetry",
     "ToolSpec",
-    "tool_contract",
 ]
 
 SideEffect = Literal["none", "reversible", "irreversible"]
@@ -26,15 +26,47 @@ ZoneRule = Callable[[Mapping[str, Any]], RiskZone]
 
 
 class ToolConfigError(ValueError):
-    """A tool or registry was declared wrongly (names the tool and what to fix)."""
+    """A tool, registry or gateway was set up wrongly (names the tool and what to fix)."""
 
 
 class ToolError(Exception):
     """Raised by a tool for an expected business failure; its message goes back to the model.
 
-    Write it for the model: what was wrong and what to do next ("order `ORD-9` not found;
-    check the number with the customer").
+    Raise it only when the tool has *not* acted (or has rolled its own work back): the gateway
+    then forgets the attempt, so a corrected call may run later. Write the message for the
+    model: what was wrong and what to do next ("order `ORD-9` not found; check the number").
+
+    Args:
+        message: what went wrong, for the model.
+        code: one of the contract's documented error modes (`errors=`), for metrics and tests.
+        retryable: a transient failure (a busy upstream); idempotent tools are retried on it.
     """
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class Secrets(Mapping[str, str]):
+    """Secret values injected into one call. Never printed: `repr` shows names only."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(f'{n}=***' for n in self._values)})"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,12 +77,70 @@ class ToolContext:
     """Tenant the call runs for."""
     thread_id: str
     """Thread (conversation) of the run."""
+    run_id: str = ""
+    """Run the call belongs to (what `bastion undo` reverses)."""
     agent: str
     """Specialist whose proposal this is."""
     call_id: str
     """The model's id for this call (not stable across retries: do not dedupe on it)."""
     idempotency_key: str
     """Stable across retries, crashes and resumes: downstream systems dedupe on it."""
+    attempt: int = 1
+    """1 for the first try; higher when the gateway retries or recovers an interrupted call."""
+    shadow: bool = False
+    """True when the call is simulated (shadow mode): the tool must not act."""
+    secrets: Secrets = field(default_factory=Secrets)
+    """The secrets the contract declares, resolved at execution time."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """At most `calls` calls per `per_s` seconds (a token bucket), per tenant or overall."""
+
+    calls: int
+    """Calls allowed per window (also the burst size)."""
+    per_s: float = 1.0
+    """Window length in seconds."""
+    per_tenant: bool = True
+    """One bucket per tenant (True) or one for everyone (False, e.g. a shared upstream quota)."""
+    max_wait_s: float = 0.0
+    """How long a call may wait for a token before it is refused as rate limited."""
+
+    def __post_init__(self) -> None:
+        if self.calls < 1 or self.per_s <= 0 or self.max_wait_s < 0:
+            raise ToolConfigError(
+                f"RateLimit(calls={self.calls}, per_s={self.per_s}, max_wait_s="
+                f"{self.max_wait_s}) is impossible; need calls >= 1, per_s > 0, max_wait_s >= 0"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolRetry:
+    """Retries with exponential backoff and full jitter. Applied to idempotent tools only."""
+
+    attempts: int = 3
+    """Tries in all, the first included (1 = never retry)."""
+    base_delay_s: float = 0.05
+    """Upper bound of the first delay; it doubles each retry."""
+    max_delay_s: float = 1.0
+    """Cap on any one delay."""
+    on: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+    """Exceptions worth another try (plus timeouts and `ToolError(retryable=True)`)."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
+            raise ToolConfigError(
+                f"ToolRetry(attempts={self.attempts}, base_delay_s={self.base_delay_s}, "
+                f"max_delay_s={self.max_delay_s}) is impossible; need attempts >= 1 and "
+                "0 <= base_delay_s <= max_delay_s"
+            )
+
+
+Rollback = Callable[[BaseModel, Any, ToolContext], Any]
+"""Compensates one recorded effect: `(args, output, ctx)`; `output` is what the call returned
+(an instance of the output model when the contract has one)."""
+Simulation = Callable[[BaseModel, ToolContext], Any]
+"""Shadow mode's stand-in for a side-effecting tool: `(args, ctx)` -> a plausible output."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,18 +153,40 @@ class ToolSpec:
     """What the tool does, for the model."""
     input_model: type[BaseModel]
     """Pydantic model of the arguments; the LLM-facing schema is derived from it."""
+    output_model: type[BaseModel] | None = None
+    """Pydantic model of the result; outputs that do not fit are reported as broken contract."""
     func: Callable[..., Any]
-    """The implementation: called with the validated arguments and `ctx=ToolContext`."""
+    """The implementation: called with the validated arguments (and `ctx=` if it takes one)."""
     side_effect: SideEffect = "none"
     """Whether a call changes the world, and whether that can be undone."""
     zone: RiskZone | ZoneRule = "green"
     """Risk zone, or a rule giving the zone for given arguments (e.g. by refund amount)."""
-    max_output_chars: int = 4000
-    """Outputs longer than this are truncated with a notice before reaching the model."""
+    scopes: frozenset[str] = frozenset()
+    """Permission scopes a tenant must be granted to see and use the tool."""
+    rate_limit: RateLimit | None = None
+    """Calls per window; None: unlimited."""
+    timeout_s: float | None = None
+    """Latency budget of one attempt; None: no bound (the call runs on the caller's thread)."""
+    retry: ToolRetry = ToolRetry()
+    """How an idempotent tool is retried on transient failures."""
+    idempotent: bool = True
+    """A second call with the same `ctx.idempotency_key` has no further effect (the tool or
+    its downstream dedupes on the key). Only idempotent tools are retried, and only they are
+    re-run after a crash left their outcome unknown."""
     idempotency_fields: tuple[str, ...] | None = None
     """Arguments that identify the effect; the idempotency key is derived from these only.
     None means all arguments. E.g. `("to", "subject")`: one reply per subject per thread, even
     if the model words the body differently on a retry."""
+    rollback: Rollback | None = None
+    """Compensation of a reversible effect (required when `side_effect="reversible"`)."""
+    simulate: Simulation | None = None
+    """Shadow mode's simulation adapter; None: a dry-run record of what would have run."""
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """Documented error modes: `ToolError` code -> when it happens."""
+    secrets: tuple[str, ...] = ()
+    """Names of the secrets the tool needs, injected into `ctx.secrets` at execution only."""
+    max_output_chars: int = 4000
+    """Outputs longer than this are truncated with a notice before reaching the model."""
     takes_context: bool = False
     """Whether `func` has a `ctx` parameter for the `ToolContext`."""
     egress: bool = False
@@ -105,72 +217,3 @@ class ToolSpec:
                 "parameters": self.input_model.model_json_schema(),
             },
         }
-
-
-def _input_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    try:  # resolves string annotations (`from __future__ import annotations`)
-        hints = typing.get_type_hints(func, include_extras=True)
-    except NameError as error:
-        raise ToolConfigError(f"tool `{name}`: cannot resolve an annotation ({error})") from error
-    for param in inspect.signature(func).parameters.values():
-        if param.name == "ctx":
-            continue
-        if param.name not in hints:
-            raise ToolConfigError(
-                f"tool `{name}`: parameter `{param.name}` has no type annotation; every argument "
-                "needs one so the contract can validate it"
-            )
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (hints[param.name], default)
-    model_name = "".join(part.title() for part in name.split("_")) + "Args"
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        model_name, __config__=ConfigDict(extra="forbid"), **fields
-    )
-
-
-def tool_contract(
-    *,
-    side_effect: SideEffect = "none",
-    zone: RiskZone | ZoneRule = "green",
-    name: str | None = None,
-    description: str | None = None,
-    max_output_chars: int = 4000,
-    idempotency_fields: tuple[str, ...] | None = None,
-    egress: bool = False,
-) -> Callable[[Callable[..., Any]], ToolSpec]:
-    """Declare a function as a tool with a contract.
-
-    The function's annotated parameters become the validated input model (unknown arguments are
-    refused); a keyword-only `ctx` parameter, if present, receives the `ToolContext`.
-    Its docstring's first paragraph is the description the model sees.
-    """
-
-    def wrap(func: Callable[..., Any]) -> ToolSpec:
-        tool_name = name or func.__name__
-        doc = description or (inspect.getdoc(func) or "").split("\n\n")[0].strip()
-        if not doc:
-            raise ToolConfigError(
-                f"tool `{tool_name}` has no description; add a docstring or description=..."
-            )
-        input_model = _input_model(func, tool_name)
-        unknown = set(idempotency_fields or ()) - set(input_model.model_fields)
-        if unknown:
-            raise ToolConfigError(
-                f"tool `{tool_name}`: idempotency_fields {sorted(unknown)!r} are not arguments; "
-                f"arguments are {sorted(input_model.model_fields)!r}"
-            )
-        return ToolSpec(
-            name=tool_name,
-            description=doc,
-            input_model=input_model,
-            idempotency_fields=idempotency_fields,
-            func=func,
-            side_effect=side_effect,
-            zone=zone,
-            max_output_chars=max_output_chars,
-            takes_context="ctx" in inspect.signature(func).parameters,
-            egress=egress,
-        )
-
-    return wrap

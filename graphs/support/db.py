@@ -17,7 +17,14 @@ from typing import Any
 
 __all__ = ["SupportDB"]
 
-SCHEMA = """
+OUTBOUND_EMAILS = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY, to_addr TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('draft', 'sent', 'voided')),
+    idempotency_key TEXT NOT NULL UNIQUE, send_key TEXT UNIQUE,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, voided_at TEXT, void_key TEXT)"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS customers (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, tier TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (
@@ -30,29 +37,75 @@ CREATE TABLE IF NOT EXISTS invoices (
 CREATE TABLE IF NOT EXISTS refunds (
     id INTEGER PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id), amount REAL NOT NULL,
     reason TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    status TEXT NOT NULL DEFAULT 'issued' CHECK (status IN ('issued', 'reversed')),
+    reversed_at TEXT, reversal_key TEXT);
 CREATE TABLE IF NOT EXISTS order_events (
     id INTEGER PRIMARY KEY, order_id TEXT NOT NULL REFERENCES orders(id), event TEXT NOT NULL,
     detail TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
-CREATE TABLE IF NOT EXISTS outbound_emails (
-    id INTEGER PRIMARY KEY, to_addr TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('draft', 'sent')), idempotency_key TEXT NOT NULL UNIQUE,
-    send_key TEXT UNIQUE, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, previous_status TEXT);
 """
+    + OUTBOUND_EMAILS.format(name="outbound_emails")
+    + """;
+CREATE UNIQUE INDEX IF NOT EXISTS refunds_reversal_key ON refunds(reversal_key);
+CREATE UNIQUE INDEX IF NOT EXISTS outbound_emails_void_key ON outbound_emails(void_key);
+"""
+)
+"""The current schema. `CREATE ... IF NOT EXISTS` leaves older tables as they are; `_migrate`
+brings them up to date first."""
+
+ADDED_COLUMNS = {
+    "refunds": (
+        ("status", "TEXT NOT NULL DEFAULT 'issued' CHECK (status IN ('issued', 'reversed'))"),
+        ("reversed_at", "TEXT"),
+        ("reversal_key", "TEXT"),
+    ),
+    "order_events": (("previous_status", "TEXT"),),
+}
+"""Columns added since the first schema (ALTER TABLE cannot add UNIQUE ones: those are unique
+indexes in `SCHEMA`)."""
+FIRST_OUTBOUND_COLUMNS = "id, to_addr, subject, body, status, idempotency_key, send_key, created_at"
 
 EFFECT_TABLES = ("refunds", "order_events", "outbound_emails")
 TABLES = ("customers", "orders", "invoices", "refunds", "order_events", "outbound_emails")
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version (`make demo` before undo) up to date."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column, declaration in columns:
+            if have and column not in have:  # `have` is empty when the table is new
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    found = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbound_emails'"
+    ).fetchone()
+    if found is not None and "'voided'" not in found[0]:
+        # A CHECK constraint cannot be altered: rebuild the table (SQLite's documented recipe).
+        conn.execute(OUTBOUND_EMAILS.format(name="outbound_emails_new"))
+        conn.execute(
+            f"INSERT INTO outbound_emails_new ({FIRST_OUTBOUND_COLUMNS}) "
+            f"SELECT {FIRST_OUTBOUND_COLUMNS} FROM outbound_emails"
+        )
+        conn.execute("DROP TABLE outbound_emails")
+        conn.execute("ALTER TABLE outbound_emails_new RENAME TO outbound_emails")
+
+
 class SupportDB:
-    """The business database at `path`, created and seeded from the repo's data on first use."""
+    """The business database at `path`, created and seeded from the repo's data on first use.
+
+    A database made by an earlier version is migrated in place (columns added, never dropped).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as conn:
-            conn.executescript(SCHEMA)
+        # One write transaction: two processes opening a fresh or old file migrate it once.
+        with self.write() as conn:
+            _migrate(conn)
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             if conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 0:
                 self._seed(conn)
 
@@ -122,6 +175,76 @@ class SupportDB:
             "INSERT INTO invoices VALUES (:invoice, :id, :amount, 'paid')",
             [{**order, "invoice": order["id"].replace("ORD", "INV")} for order in seed["orders"]],
         )
+
+    @staticmethod
+    def refunded(conn: sqlite3.Connection, order_id: str) -> float:
+        """Money refunded on `order_id` so far; reversed refunds do not count."""
+        row = conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ? AND status = 'issued'",
+            (order_id,),
+        ).fetchone()
+        return float(row[0])
+
+    def uncancel(self, order_id: str, event_id: int, restore: str, key: str) -> str | None:
+        """Undo cancellation event `event_id` of `order_id` under idempotency key `key`: the
+        order goes back to status `restore` and an `uncancelled` event is recorded.
+
+        Returns None when done (now, or earlier under `key`); otherwise what stands in the way:
+        the order's status when it is no longer cancelled or changed after that event.
+        """
+        with self.effect("order_events", key) as (conn, done):
+            if done is not None:
+                return None
+            row = conn.execute(
+                "SELECT status, (SELECT MAX(id) FROM order_events WHERE order_id = ?) AS latest "
+                "FROM orders WHERE id = ?",
+                (order_id, order_id),
+            ).fetchone()
+            if row is None or row["status"] != "cancelled" or row["latest"] != event_id:
+                return "missing" if row is None else str(row["status"])
+            conn.execute("UPDATE orders SET status = ? WHERE id = ?", (restore, order_id))
+            conn.execute(
+                "INSERT INTO order_events (order_id, event, detail, idempotency_key, "
+                "previous_status) VALUES (?, 'uncancelled', ?, ?, 'cancelled')",
+                (order_id, f"restored to {restore}", key),
+            )
+        return None
+
+    def reverse_refund(self, refund_id: int, order_id: str, key: str) -> str | None:
+        """Mark refund `refund_id` on `order_id` reversed under idempotency key `key`.
+
+        Returns its status before (reversing a reversed refund changes nothing), or None when
+        there is no such refund.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT status FROM refunds WHERE id = ? AND order_id = ?", (refund_id, order_id)
+            ).fetchone()
+            if row is not None and row["status"] == "issued":
+                conn.execute(
+                    "UPDATE refunds SET status = 'reversed', reversed_at = CURRENT_TIMESTAMP, "
+                    "reversal_key = ? WHERE id = ?",
+                    (key, refund_id),
+                )
+        return None if row is None else str(row["status"])
+
+    def void_draft(self, draft_id: int, key: str) -> str | None:
+        """Withdraw draft email `draft_id` under idempotency key `key` if it is still a draft.
+
+        Returns its status before (a sent email stays sent, a voided one voided), or None when
+        there is no such email.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT status FROM outbound_emails WHERE id = ?", (draft_id,)
+            ).fetchone()
+            if row is not None and row["status"] == "draft":
+                conn.execute(
+                    "UPDATE outbound_emails SET status = 'voided', voided_at = CURRENT_TIMESTAMP,"
+                    " void_key = ? WHERE id = ?",
+                    (key, draft_id),
+                )
+        return None if row is None else str(row["status"])
 
     def one(self, sql: str, *params: Any) -> dict[str, Any] | None:
         """First row of a query, as a dict."""

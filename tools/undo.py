@@ -1,0 +1,233 @@
+"""Undo a run: compensate its recorded effects, newest first, each exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from tools.base import Compensation, EffectIntent, EffectOutcome, EffectRecord
+from tools.calls import scrub
+from tools.gateway import ExecutionGateway
+from tools.ledger import new_owner
+from tools.spec import Secrets, ToolContext, ToolSpec
+
+__all__ = ["UndoEntry", "UndoError", "UndoReport", "UndoStatus", "undo_run"]
+
+UndoStatus = Literal["undone", "already_undone", "not_reversible", "failed", "would_undo"]
+MAX_EFFECTS = 100_000
+"""Effects looked at per run (a run has far fewer; the ledger returns the newest this many)."""
+MAX_DETAIL_CHARS = 2000
+
+
+class UndoError(ValueError):
+    """The run cannot be undone as asked (e.g. the ledger has no effects for it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoEntry:
+    """What undo did (or would do) with one recorded effect."""
+
+    key: str
+    """Idempotency key of the effect."""
+    tool: str
+    """Tool that made it."""
+    args: Mapping[str, Any]
+    """Its arguments, as recorded."""
+    status: UndoStatus
+    """`undone` now, `already_undone` earlier, `not_reversible` (see detail), `failed` (may be
+    tried again), or `would_undo` in a dry run."""
+    detail: str = ""
+    """The compensation's output, the error, or why it cannot be undone."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoReport:
+    """The outcome of undoing one run, newest effect first."""
+
+    run_id: str
+    """The run."""
+    entries: tuple[UndoEntry, ...]
+    """One per recorded effect, in the order they were (or would be) compensated."""
+
+    @property
+    def ok(self) -> bool:
+        """No compensation failed (effects that cannot be undone do not count as failures)."""
+        return all(entry.status != "failed" for entry in self.entries)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        entries = [{**asdict(e), "args": dict(e.args)} for e in self.entries]
+        return {"run_id": self.run_id, "ok": self.ok, "entries": entries}
+
+
+def undo_run(
+    gateway: ExecutionGateway,
+    run_id: str,
+    *,
+    by: str,
+    reason: str,
+    dry_run: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> UndoReport:
+    """Compensate the effects `run_id` recorded in `gateway.effects`, newest first.
+
+    Each rollback runs at most once per effect, across concurrent undos and crashes: it is
+    claimed in the same ledger under `undo:<key>` first, and rollbacks are idempotent on their
+    `ctx.idempotency_key`. A failed rollback is recorded, released for a later retry, and the
+    other effects are still undone.
+
+    Args:
+        gateway: the gateway whose registry and effect ledger the run used.
+        run_id: the run to undo.
+        by: who asks (recorded with each compensation).
+        reason: why (recorded with each compensation).
+        dry_run: only report what would be undone.
+        clock: wall time for the records.
+
+    Raises:
+        UndoError: the ledger holds no effects for `run_id`.
+    """
+    records = gateway.effects.effects(run_id=run_id, limit=MAX_EFFECTS)
+    if not records:
+        raise UndoError(
+            f"run `{run_id}` has no recorded effects in this effect ledger; check the run id "
+            "(`bastion effects` lists runs with effects) and that the ledger is the one it used"
+        )
+    undo = _Undo(gateway=gateway, by=by, reason=reason, dry_run=dry_run, clock=clock)
+    newest_first = sorted(records, key=lambda r: r.seq, reverse=True)
+    # Shadow records are simulations: nothing happened, so there is nothing to undo.
+    entries = tuple(undo.one(r) for r in newest_first if r.status != "shadow")
+    return UndoReport(run_id=run_id, entries=entries)
+
+
+def _entry(record: EffectRecord, status: UndoStatus, detail: str = "") -> UndoEntry:
+    intent = record.intent
+    return UndoEntry(
+        key=intent.key, tool=intent.tool, args=intent.args, status=status, detail=detail
+    )
+
+
+def _why_not(spec: ToolSpec | None, record: EffectRecord) -> str | None:
+    """Why `record` cannot be compensated automatically, or None if it can."""
+    if record.status != "done" or record.outcome is None:
+        return f"its outcome is {record.status}, not done: a person must check what happened"
+    if not record.outcome.ok:
+        return f"it ended as {record.outcome.error_kind}; a person must check what happened"
+    if spec is None:
+        return f"tool `{record.intent.tool}` is not in this gateway's registry"
+    if spec.side_effect != "reversible" or spec.rollback is None:
+        return f"`{spec.name}` is declared {spec.side_effect}; it has no rollback"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Undo:
+    """One undo request, applied to a run's records one at a time."""
+
+    gateway: ExecutionGateway
+    by: str
+    reason: str
+    dry_run: bool
+    clock: Callable[[], float]
+
+    def one(self, record: EffectRecord) -> UndoEntry:
+        spec = self.gateway.registry.get(record.intent.tool)
+        why_not = _why_not(spec, record)
+        if spec is None or why_not is not None:
+            return _entry(record, "not_reversible", why_not or "")
+        if record.compensation is not None and record.compensation.ok:
+            return _entry(record, "already_undone", record.compensation.detail)
+        if self.dry_run:
+            return _entry(record, "would_undo")
+        effects, key, owner = self.gateway.effects, f"undo:{record.intent.key}", new_owner()
+        lease_s = (spec.timeout_s or 30.0) + 30.0
+        claim = effects.claim(
+            _undo_intent(record, key), owner=owner, lease_s=lease_s, now=self.clock()
+        )
+        if claim.kind == "done" and claim.record.outcome is not None:  # rolled back, unrecorded
+            return self._record(record, True, claim.record.outcome.content)
+        if claim.kind != "acquired":
+            return _entry(record, "failed", f"another undo holds `{key}`; run undo again later")
+        ok, detail = _rollback(self.gateway, spec, record, key, attempt=claim.record.attempts)
+        if ok:
+            outcome = EffectOutcome(ok=True, content=detail)
+            effects.finish(key, owner=owner, outcome=outcome, now=self.clock())
+        else:  # it did not compensate: free the claim so a later undo may try again
+            effects.release(key, owner=owner)
+        return self._record(record, ok, detail)
+
+    def _record(self, record: EffectRecord, ok: bool, detail: str) -> UndoEntry:
+        done = Compensation(ok=ok, by=self.by, reason=self.reason, at=self.clock(), detail=detail)
+        if self.gateway.effects.compensate(record.intent.key, done):
+            return _entry(record, "undone" if ok else "failed", detail)
+        now = self.gateway.effects.get(record.intent.key)
+        if now is not None and now.compensation is not None and now.compensation.ok:
+            return _entry(record, "already_undone", now.compensation.detail)
+        return _entry(record, "failed", f"{detail} (the ledger did not record the compensation)")
+
+
+def _undo_intent(record: EffectRecord, key: str) -> EffectIntent:
+    # Its own run id and tool name: a run's effects never list its undos, and undoing an undo
+    # finds no tool (so it is reported, not attempted).
+    intent = record.intent
+    return EffectIntent(
+        key=key,
+        tool=f"undo:{intent.tool}",
+        tenant=intent.tenant,
+        thread_id=intent.thread_id,
+        run_id=f"undo:{intent.run_id}",
+        agent="undo",
+        args=intent.args,
+        side_effect=intent.side_effect,
+    )
+
+
+def _rollback(
+    gateway: ExecutionGateway, spec: ToolSpec, record: EffectRecord, key: str, *, attempt: int
+) -> tuple[bool, str]:
+    """Run `spec.rollback` on `record`: whether it compensated, and its result or error as
+    bounded text with secrets scrubbed."""
+    secrets = gateway.secrets_for(spec)
+    if isinstance(secrets, str):
+        return False, secrets
+    try:
+        text = json.dumps(_call_rollback(spec, record, key, attempt, secrets), default=str)
+    except Exception as error:  # a broken rollback must not stop the others
+        ok, text = False, f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
+    else:
+        ok = True
+    text = scrub(text, secrets)
+    return ok, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
+
+
+def _call_rollback(
+    spec: ToolSpec, record: EffectRecord, key: str, attempt: int, secrets: Secrets
+) -> Any:
+    assert spec.rollback is not None and record.outcome is not None
+    # The ledger holds JSON dumps of validated models: validating the JSON again restores them.
+    args = spec.input_model.model_validate_json(json.dumps(dict(record.intent.args)))
+    output: Any = record.outcome.output
+    if spec.output_model is not None:
+        output = spec.output_model.model_validate_json(json.dumps(output))
+    intent = record.intent
+    ctx = ToolContext(
+        tenant=intent.tenant,
+        thread_id=intent.thread_id,
+        run_id=intent.run_id,
+        agent="undo",
+        call_id="undo",
+        idempotency_key=key,
+        attempt=attempt,
+        secrets=secrets,
+    )
+    result = spec.rollback(args, output, ctx)
+    return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
