@@ -17,6 +17,7 @@ BENCHMARKS = {
     "B7": "bench.b7_scanners",
     "B9": "bench.b9_killswitch",
     "B11": "bench.b11_budget",
+    "B12": "bench.b12_gateway",
 }
 """Benchmark id → module exposing `run() -> dict`."""
 

@@ -80,6 +80,11 @@ class Settings(BaseModel):
         return self.home / "kills.sqlite"
 
     @property
+    def effects_path(self) -> Path:
+        """SQLite effect ledger shared by processes on this machine (embedded default)."""
+        return self.home / "effects.sqlite"
+
+    @property
     def support_db_path(self) -> Path:
         """The support example's business database."""
         return self.home / "support.sqlite"

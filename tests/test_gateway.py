@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import tools.calls
+import tools.deadline
 from tools import (
     DurabilityError,
     EffectIntent,
@@ -24,6 +24,7 @@ from tools import (
     InMemoryEffectLedger,
     RateLimit,
     RateLimiterError,
+    SecretSource,
     ToolContext,
     ToolError,
     ToolInvocation,
@@ -66,7 +67,7 @@ class Rig:
     secrets: Mapping[str, str] = field(default_factory=dict)
     time: FakeTime = field(default_factory=FakeTime)
     ledger: InMemoryEffectLedger = field(default_factory=InMemoryEffectLedger)
-    source: Callable[[str], str | None] | None = None
+    source: SecretSource | None = None
     rate_limiter: Any = None
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class Rig:
             ToolRegistry(self.specs),
             effects=self.ledger,
             rate_limiter=self.rate_limiter,
-            secrets=self.source or self.secrets.get,
+            secrets=self.source or self.secrets.get,  # type: ignore[arg-type]
             clock=self.time.clock,
             sleep=self.time.sleep,
             rng=random.Random(7),
@@ -169,7 +170,7 @@ def test_a_call_that_finds_no_free_tool_thread_did_not_act(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slots, hold, calls = threading.BoundedSemaphore(1), threading.Event(), []
-    monkeypatch.setattr(tools.calls, "_SLOTS", slots)
+    monkeypatch.setattr(tools.deadline, "_SLOTS", slots)
 
     @tool_contract(timeout_s=0.05, retry=ToolRetry(attempts=1))
     def stuck() -> str:
@@ -328,7 +329,8 @@ def test_a_side_effect_runs_once_and_a_repeat_replays_its_result() -> None:
     again = rig.run("refund", call_id="c2", order="O1", amount=5)
     assert first.ok and first.ran and not first.replayed and calls == ["c1"]
     assert again.replayed and not again.ran and again.attempts == 0
-    assert again.content == first.content and again.idempotency_key == first.idempotency_key
+    assert json.loads(again.content) == {**json.loads(first.content), "replayed": True}
+    assert again.idempotency_key == first.idempotency_key
     assert json.loads(first.content)["key"] == first.idempotency_key
     record = rig.ledger.get(first.idempotency_key or "")
     assert record is not None and record.status == "done" and record.attempts == 1
@@ -342,7 +344,8 @@ def test_declared_idempotency_fields_identify_the_effect() -> None:
     rig = Rig([_refund_tool(calls, idempotency_fields=("order",))])
     first = rig.run("refund", call_id="c1", order="O1", amount=5, note="sorry")
     again = rig.run("refund", call_id="c2", order="O1", amount=5, note="apologies")
-    assert again.replayed and again.content == first.content and calls == ["c1"]
+    assert again.replayed and calls == ["c1"]
+    assert json.loads(again.content) == {**json.loads(first.content), "replayed": True}
     assert first.idempotency_key == key_of("refund", {"order": "O1"})
 
 
@@ -441,7 +444,9 @@ def test_concurrent_identical_calls_act_exactly_once() -> None:
         thread.join(20)
     done = [r for r in results if r is not None]
     assert len(done) == 8 and len(calls) == 1
-    assert len({r.content for r in done}) == 1 and all(r.ok for r in done)
+    shipped = [json.loads(r.content) for r in done]
+    assert all(r.ok for r in done) and len({s["by"] for s in shipped}) == 1
+    assert sum(s.get("replayed", False) for s in shipped) == 7, "replays must say so"
     assert sum(r.replayed for r in done) == 7 and sum(r.ran for r in done) == 1
 
 
@@ -676,7 +681,9 @@ def test_secrets_reach_the_tool_but_never_the_model_or_the_ledger() -> None:
         assert "[secret:API_TOKEN]" in failed.content and TOKEN not in failed.content
     doubt = rig.run("blurt", n=1)
     assert doubt.error_kind == "crashed" and TOKEN not in doubt.content
-    stored = json.dumps([repr(r) for r in rig.ledger.effects()] + [str(r.outcome) for r in rig.ledger.effects()])
+    stored = json.dumps(
+        [repr(r) for r in rig.ledger.effects()] + [str(r.outcome) for r in rig.ledger.effects()]
+    )
     assert TOKEN not in stored and "[secret:API_TOKEN]" in stored
 
 
@@ -802,6 +809,19 @@ def test_shadow_without_a_simulation_records_a_dry_run() -> None:
     assert would["tool"] == "refund" and would["args"]["amount"] == 5
     assert "dry run" in would["note"]
     assert rig.ledger.get(f"shadow:{shadow.idempotency_key}").status == "shadow"  # type: ignore[union-attr]
+
+
+def test_a_failed_simulation_is_still_a_shadow_result() -> None:
+    calls: list[str] = []
+
+    def simulate(args: BaseModel, ctx: ToolContext) -> Any:
+        raise RuntimeError("simulator out of date")
+
+    rig = Rig([_refund_tool(calls, simulate=simulate)])
+    result = rig.run("refund", shadow=True, order="O1", amount=5)
+    assert result.error_kind == "crashed" and result.shadow and calls == []
+    record = rig.ledger.get(f"shadow:{result.idempotency_key}")
+    assert record is not None and record.outcome is not None and not record.outcome.ok
 
 
 def test_shadow_mode_runs_read_only_tools_for_real() -> None:

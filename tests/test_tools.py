@@ -98,7 +98,7 @@ def test_large_outputs_are_truncated_with_a_notice() -> None:
 
 
 def test_declared_key_fields_ignore_other_args() -> None:
-    @tool_contract(idempotency_fields=("to",))
+    @tool_contract(side_effect="irreversible", idempotency_fields=("to",))
     def send(to: str, body: str) -> str:
         """Send."""
         return to

@@ -26,6 +26,8 @@ from tools.gateway import (
 )
 from tools.ledger import InMemoryEffectLedger
 from tools.ratelimit import InMemoryRateLimiter
+from tools.redis_ledger import RedisEffectLedger
+from tools.redis_ratelimit import RedisRateLimiter
 from tools.registry import ToolRegistry
 from tools.shadow import ShadowMode
 from tools.spec import (
@@ -39,6 +41,7 @@ from tools.spec import (
     ToolRetry,
     ToolSpec,
 )
+from tools.sqlite_ledger import SqliteEffectLedger
 
 __all__ = [
     "Claim",
@@ -57,11 +60,14 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RateLimiterError",
+    "RedisEffectLedger",
+    "RedisRateLimiter",
     "RiskZone",
     "SecretSource",
     "Secrets",
     "ShadowMode",
     "SideEffect",
+    "SqliteEffectLedger",
     "ToolConfigError",
     "ToolContext",
     "ToolError",

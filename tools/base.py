@@ -200,6 +200,6 @@ class RateLimiter(Protocol):
 class SecretSource(Protocol):
     """Where secret values come from (environment, vault). Asked at execution time only."""
 
-    def __call__(self, name: str) -> str | None:
+    def __call__(self, name: str, /) -> str | None:
         """The value of secret `name`, or None when it is not configured."""
         ...

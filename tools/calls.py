@@ -1,41 +1,24 @@
-"""One tool call, bounded: a latency budget per attempt, retries with backoff and jitter for
-idempotent tools, and the output checked against the contract, scrubbed and bounded."""
+"""One tool call run bounded: retries with backoff and jitter for idempotent tools, each
+attempt within its latency budget, the output checked against the contract, scrubbed of
+secrets and bounded."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import random
-import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from tools.deadline import NoThread, run_attempt
 from tools.spec import ToolContext, ToolError, ToolSpec
 
-__all__ = ["CallOutcome", "call_tool", "render_output", "scrub"]
+__all__ = ["CallOutcome", "call_tool", "render_output", "scrub", "scrub_json"]
 
 Failure = Literal["tool_error", "crashed", "timeout", "bad_output"]
-
-_EXECUTOR_LOCK = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-MAX_TOOL_THREADS = 32
-"""Calls with a latency budget run on these threads; one that overruns is abandoned (Python
-cannot kill a thread) and holds its thread until it returns."""
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _EXECUTOR_LOCK:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(MAX_TOOL_THREADS, thread_name_prefix="bastion-tool")
-        return _executor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,28 +35,9 @@ class CallOutcome:
     """The `ToolError` code."""
     attempts: int = 1
     """Tries made."""
-
-
-def _run_once(spec: ToolSpec, args: BaseModel, ctx: ToolContext) -> Any:
-    result = spec.run(args, ctx)
-    if inspect.isawaitable(result):  # an async tool: give it a loop of its own
-        return asyncio.run(_awaited(result))
-    return result
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _attempt(spec: ToolSpec, args: BaseModel, ctx: ToolContext) -> Any:
-    if spec.timeout_s is None and not inspect.iscoroutinefunction(spec.func):
-        return _run_once(spec, args, ctx)
-    future = _pool().submit(_run_once, spec, args, ctx)
-    try:
-        return future.result(timeout=spec.timeout_s)
-    except FutureTimeout:
-        future.cancel()  # only helps if it never started
-        raise TimeoutError(f"no answer within the {spec.timeout_s}s latency budget") from None
+    started: bool = True
+    """Whether the tool's code began in any attempt. False only when every attempt waited in
+    vain for a tool thread: then it cannot have acted."""
 
 
 def _retryable(spec: ToolSpec, error: BaseException) -> bool:
@@ -99,18 +63,19 @@ def call_tool(
         sleep: waits between attempts (injected so tests can observe the backoff).
         rng: jitter source.
     """
-    tries = spec.retry.attempts if spec.idempotent else 1
+    tries, started = (spec.retry.attempts if spec.idempotent else 1), False
     for attempt in range(1, tries + 1):
         try:
-            output = _attempt(spec, args, context(attempt))
+            output = run_attempt(spec, args, context(attempt))
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise
+            started = started or not isinstance(error, NoThread)
             if attempt < tries and _retryable(spec, error):
                 ceiling = min(spec.retry.max_delay_s, spec.retry.base_delay_s * 2 ** (attempt - 1))
                 sleep(rng.uniform(0, ceiling))  # full jitter: retries of many calls spread out
                 continue
-            return _failure(spec, error, attempt)
+            return replace(_failure(spec, error, attempt), started=started)
         return _checked(spec, output, attempt)
     raise AssertionError("unreachable: the last attempt always returns")
 
@@ -124,10 +89,16 @@ def _failure(spec: ToolSpec, error: BaseException, attempts: int) -> CallOutcome
             code=error.code,
             attempts=attempts,
         )
-    if isinstance(error, TimeoutError) and spec.timeout_s is not None:
+    if isinstance(error, NoThread):
         return CallOutcome(
             failure="timeout",
-            message=f"`{spec.name}` timed out{tried}: {error}.",
+            message=f"`{spec.name}` did not start{tried}: {error}; nothing was done.",
+            attempts=attempts,
+        )
+    if isinstance(error, TimeoutError):  # over the budget, or a timeout inside the tool
+        return CallOutcome(
+            failure="timeout",
+            message=f"`{spec.name}` timed out{tried}: {error or 'TimeoutError'}.",
             attempts=attempts,
         )
     return CallOutcome(
@@ -169,17 +140,54 @@ def _checked(spec: ToolSpec, output: Any, attempts: int) -> CallOutcome:
     return CallOutcome(output=model.model_dump(mode="json"), attempts=attempts)
 
 
+def _forms(value: str) -> list[str]:
+    """How `value` can appear in text: as is, JSON-escaped (both ways) and inside a repr."""
+    return list(
+        dict.fromkeys(
+            [
+                value,
+                json.dumps(value, ensure_ascii=False)[1:-1],
+                json.dumps(value)[1:-1],
+                repr(value)[1:-1],
+            ]
+        )
+    )
+
+
 def scrub(text: str, secrets: Mapping[str, str]) -> str:
-    """`text` with every secret value replaced by its name."""
-    for name, value in secrets.items():
-        if len(value) >= 4:  # shorter values would mangle ordinary text and hide nothing
-            text = text.replace(value, f"[secret:{name}]")
+    """`text` with every secret value replaced by `[secret:<name>]`, in any of its encodings."""
+    # Longest first: a secret that contains another must not be left half-revealed.
+    for name, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
+        if len(value) < 4:  # shorter values would mangle ordinary text and hide nothing
+            continue
+        for form in _forms(value):
+            text = text.replace(form, f"[secret:{name}]")
     return text
+
+
+def scrub_json(value: Any, secrets: Mapping[str, str]) -> Any:
+    """A JSON value with every secret scrubbed from its strings, keys and numbers."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [scrub_json(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {scrub(str(k), secrets): scrub_json(v, secrets) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+        return value if scrub(text, secrets) == text else scrub(text, secrets)
+    return value
 
 
 def render_output(spec: ToolSpec, output: Any, secrets: Mapping[str, str]) -> str:
     """The output as the model reads it: JSON, secrets scrubbed, bounded by the contract."""
-    content = scrub(json.dumps(output, ensure_ascii=False), secrets)
+    if secrets:
+        content = json.dumps(scrub_json(output, secrets), ensure_ascii=False)
+        content = scrub(content, secrets)  # a secret split across JSON tokens, however unlikely
+    else:
+        content = json.dumps(output, ensure_ascii=False)
     if len(content) > spec.max_output_chars:
         content = (
             content[: spec.max_output_chars]

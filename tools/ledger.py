@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import uuid
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -29,10 +28,14 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 counting from 1; 2 fields precede ")"
 
 
+@cache
+def _owner_prefix(pid: int) -> str:
+    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|"
+
+
 def new_owner() -> str:
     """A claim owner id: host, pid, process start and a nonce (one per claim)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
+    return _owner_prefix(os.getpid()) + os.urandom(6).hex()  # keyed by pid: right after fork
 
 
 def owner_is_dead(owner: str) -> bool:

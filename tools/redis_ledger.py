@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -20,9 +19,15 @@ from tools.base import (
     EffectRecord,
 )
 from tools.ledger import owner_is_dead
-from tools.sqlite_ledger import record_fields, record_from_fields
+from tools.sqlite_ledger import (
+    dump_json,
+    pending_record,
+    record_fields,
+    record_from_fields,
+    shadow_record,
+)
 
-__all__ = ["RedisEffectLedger", "redis_url"]
+__all__ = ["RedisEffectLedger", "redis_hint", "redis_url"]
 
 # Scripts name index keys they build from the prefix, so the ledger needs a standalone (or
 # single-shard) Redis. KEYS: record, seq counter, then the all/run/thread/tenant indexes.
@@ -51,7 +56,7 @@ end
 if st[1] == 'done' or st[1] == 'in_doubt' then
   return {st[1], redis.call('HGETALL', KEYS[1])}
 end
-if st[1] == 'pending' and tonumber(st[3]) > tonumber(ARGV[3]) and ARGV[4] == '' then
+if st[1] == 'pending' and tonumber(st[3]) > tonumber(ARGV[3]) and st[2] ~= ARGV[4] then
   return {'busy', redis.call('HGETALL', KEYS[1])}
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'owner', ARGV[1], 'lease_until', ARGV[2],
@@ -133,12 +138,15 @@ def redis_url(url_or_client: redis.Redis | str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def redis_hint(error: redis.exceptions.RedisError) -> str:
+    """What to do about a failed Redis call."""
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "is Redis running there? check BASTION_REDIS_URL"
+    return "it needs a standalone (or single-shard) Redis >= 7 with Lua scripting"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 class RedisEffectLedger:
@@ -182,15 +190,7 @@ class RedisEffectLedger:
     def claim(self, intent: EffectIntent, *, owner: str, lease_s: float, now: float) -> Claim:
         """See `EffectLedger.claim`. A live owner's lease is judged in the script; an owner
         whose process is provably dead is judged here, then taken over by compare-and-set."""
-        fresh = EffectRecord(
-            intent=intent,
-            status="pending",
-            seq=0,
-            owner=owner,
-            lease_until=now + lease_s,
-            attempts=1,
-            started_at=now,
-        )
+        fresh = pending_record(intent, owner=owner, lease_s=lease_s, now=now)
         fields = record_fields(fresh)
         pairs = [x for f in ("key", *_INTENT) for x in (f, fields[f])]
         keys = self._keys(intent)
@@ -222,7 +222,7 @@ class RedisEffectLedger:
     def _set_status(
         self, key: str, owner: str, status: str, outcome: EffectOutcome, now: float
     ) -> bool:
-        args = (owner, status, _dump(asdict(outcome)), repr(now))
+        args = (owner, status, dump_json(asdict(outcome)), repr(now))
         with self._backend(f"record an effect as {status}"):
             return bool(self._settle((self._rec(key),), args))
 
@@ -233,17 +233,7 @@ class RedisEffectLedger:
 
     def record_shadow(self, intent: EffectIntent, outcome: EffectOutcome, *, now: float) -> None:
         """See `EffectLedger.record_shadow`."""
-        record = EffectRecord(
-            intent=intent,
-            status="shadow",
-            seq=0,
-            owner="shadow",
-            lease_until=now,
-            attempts=1,
-            started_at=now,
-            finished_at=now,
-            outcome=outcome,
-        )
+        record = shadow_record(intent, outcome, now=now)
         fields = {k: v for k, v in record_fields(record).items() if v is not None}
         pairs = [_field(x) for item in fields.items() for x in item]
         with self._backend("record a shadow effect"):
@@ -276,7 +266,7 @@ class RedisEffectLedger:
 
     def compensate(self, key: str, compensation: Compensation) -> bool:
         """See `EffectLedger.compensate`."""
-        args = (_dump(asdict(compensation)), "1" if compensation.ok else "0")
+        args = (dump_json(asdict(compensation)), "1" if compensation.ok else "0")
         with self._backend("record a compensation"):
             return bool(self._compensate((self._rec(key),), args))
 
@@ -289,20 +279,16 @@ class RedisEffectLedger:
         return f"{self._prefix}rec:{key}"
 
     def _keys(self, intent: EffectIntent) -> tuple[str, ...]:
+        """The record, the seq counter and the four indexes, as the scripts take them."""
         p = self._prefix
-        return (
-            self._rec(intent.key),
-            f"{p}seq",
-            f"{p}all",
-            f"{p}run:{intent.run_id}",
-            f"{p}thread:{intent.thread_id}",
-            f"{p}tenant:{intent.tenant}",
-        )
+        indexes = (f"{p}{name}:{getattr(intent, field)}" for name, field in _INDEXED.items())
+        return (self._rec(intent.key), f"{p}seq", f"{p}all", *indexes)
 
     def _record(self, flat: list[bytes] | dict[bytes, bytes]) -> EffectRecord:
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-        fields = {_text(k): _text(v) for k, v in pairs}
+        fields: dict[str, str] = {}
         try:
+            fields.update((_text(k), _text(v)) for k, v in pairs)
             return record_from_fields(fields)
         except (KeyError, TypeError, ValueError) as error:
             raise EffectLedgerError(
@@ -317,18 +303,10 @@ class RedisEffectLedger:
         try:
             yield
         except redis.exceptions.RedisError as error:
-            unreachable = isinstance(
-                error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-            )
-            hint = (
-                "is Redis running there? check BASTION_REDIS_URL"
-                if unreachable
-                else "the ledger needs a standalone Redis >= 7 with Lua scripting"
-            )
             raise EffectLedgerError(
                 f"effect ledger at {self.url} failed: could not {action} "
                 f"({type(error).__name__}: {error}). No side effect runs until it works. "
-                f"Hint: {hint}."
+                f"Hint: {redis_hint(error)}."
             ) from error
 
 

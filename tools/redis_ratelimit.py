@@ -7,7 +7,7 @@ import math
 import redis
 
 from tools.base import RateLimiterError
-from tools.redis_ledger import redis_url
+from tools.redis_ledger import redis_hint, redis_url
 from tools.spec import RateLimit
 
 __all__ = ["RedisRateLimiter"]
@@ -72,18 +72,10 @@ class RedisRateLimiter:
         try:
             return float(self._take((f"{self._prefix}{key}",), args))
         except redis.exceptions.RedisError as error:
-            unreachable = isinstance(
-                error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-            )
-            hint = (
-                "is Redis running there? check BASTION_REDIS_URL"
-                if unreachable
-                else "the limiter needs a standalone Redis >= 7 with Lua scripting"
-            )
             raise RateLimiterError(
                 f"rate limiter at {self.url} failed on bucket `{key}` "
                 f"({type(error).__name__}: {error}). Calls with a rate limit are refused "
-                f"until it works. Hint: {hint}."
+                f"until it works. Hint: {redis_hint(error)}."
             ) from error
 
     def close(self) -> None:

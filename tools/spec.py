@@ -84,7 +84,8 @@ class ToolContext:
     call_id: str
     """The model's id for this call (not stable across retries: do not dedupe on it)."""
     idempotency_key: str
-    """Stable across retries, crashes and resumes: downstream systems dedupe on it."""
+    """Stable across retries, crashes and resumes: downstream systems dedupe on it (empty for
+    read-only tools, which have no effect to dedupe)."""
     attempt: int = 1
     """1 for the first try; higher when the gateway retries or recovers an interrupted call."""
     shadow: bool = False
@@ -195,7 +196,7 @@ class ToolSpec:
 
     def run(self, args: BaseModel, ctx: ToolContext) -> Any:
         """Call the implementation with validated `args`."""
-        kwargs = dict(args)
+        kwargs = args.__dict__.copy()  # the fields (extra="forbid"); dict(model) is ~40x slower
         return self.func(**kwargs, ctx=ctx) if self.takes_context else self.func(**kwargs)
 
     def zone_for(self, args: Mapping[str, Any]) -> RiskZone:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ from tools.base import (
 from tools.ledger import decide_claim
 from tools.spec import ToolConfigError
 
-__all__ = ["SqliteEffectLedger", "record_fields", "record_from_fields"]
+__all__ = [
+    "SqliteEffectLedger",
+    "dump_json",
+    "pending_record",
+    "record_fields",
+    "record_from_fields",
+    "shadow_record",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects (
@@ -42,10 +49,10 @@ CREATE INDEX IF NOT EXISTS effects_tenant ON effects (tenant);
 """AUTOINCREMENT: a seq is never reused, so a key released and claimed again sorts last.
 `compensated` is 1 once a compensation succeeded (checked in SQL, no JSON parsing)."""
 
-_COLUMNS = (
-    "key, status, owner, lease_until, attempts, started_at, finished_at, tool, tenant, "
-    "thread_id, run_id, agent, side_effect, args, outcome, compensation"
-)
+_JSON = ("outcome", "compensation")
+_INTENT = ("key", "tool", "tenant", "thread_id", "run_id", "agent", "side_effect")
+_STATE = ("status", "owner", "lease_until", "attempts", "started_at", "finished_at")
+_COLUMNS = ", ".join((*_INTENT, "args", *_STATE, "outcome", "compensation"))
 _SELECT = f"SELECT seq, {_COLUMNS} FROM effects"
 _NAMES = ("seq", *_COLUMNS.split(", "))
 _INSERT = f"INSERT INTO effects ({_COLUMNS}) VALUES ({', '.join('?' * 16)})"
@@ -53,41 +60,58 @@ _REPLACE = f"REPLACE{_INSERT[6:]}"
 _HELD = "WHERE key = ? AND status = 'pending' AND owner = ?"
 
 
-def _dump(value: Any) -> str:
-    # ASCII escapes keep lone surrogates (valid in JSON text) storable as UTF-8.
-    return json.dumps(value, separators=(",", ":"), allow_nan=True)
+def dump_json(value: Any) -> str:
+    """Compact JSON; ASCII escapes keep lone surrogates (valid JSON text) storable as UTF-8."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def pending_record(intent: EffectIntent, *, owner: str, lease_s: float, now: float) -> EffectRecord:
+    """The record of a first claim (`seq` 0 until the backend numbers it)."""
+    return EffectRecord(
+        intent=intent,
+        status="pending",
+        seq=0,
+        owner=owner,
+        lease_until=now + lease_s,
+        attempts=1,
+        started_at=now,
+    )
+
+
+def shadow_record(intent: EffectIntent, outcome: EffectOutcome, *, now: float) -> EffectRecord:
+    """The record of a shadow call (`seq` 0 until the backend numbers it)."""
+    return EffectRecord(
+        intent=intent,
+        status="shadow",
+        seq=0,
+        owner="shadow",
+        lease_until=now,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+        outcome=outcome,
+    )
 
 
 def record_fields(record: EffectRecord) -> dict[str, Any]:
-    """`record` as flat fields (the column / hash-field layout every shared ledger stores)."""
-    intent = record.intent
+    """`record` as flat fields without `seq`: the columns (and Redis hash fields) it is kept in."""
+    values = (record.outcome, record.compensation)
     return {
-        "key": intent.key,
-        "status": record.status,
-        "owner": record.owner,
-        "lease_until": record.lease_until,
-        "attempts": record.attempts,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        **{f: getattr(intent, f) for f in ("tool", "tenant", "thread_id", "run_id", "agent")},
-        "side_effect": intent.side_effect,
-        "args": _dump(dict(intent.args)),
-        "outcome": None if record.outcome is None else _dump(asdict(record.outcome)),
-        "compensation": None if record.compensation is None else _dump(asdict(record.compensation)),
+        **{name: getattr(record.intent, name) for name in _INTENT},
+        "args": dump_json(dict(record.intent.args)),
+        **{name: getattr(record, name) for name in _STATE},
+        **{
+            k: None if v is None else dump_json(asdict(v))
+            for k, v in zip(_JSON, values, strict=True)
+        },
     }
 
 
 def record_from_fields(fields: Mapping[str, Any]) -> EffectRecord:
-    """The inverse of `record_fields` (plus `seq`); numbers may arrive as text (Redis)."""
-    intent = EffectIntent(
-        key=fields["key"],
-        args=json.loads(fields["args"]),
-        **{f: fields[f] for f in ("tool", "tenant", "thread_id", "run_id", "agent", "side_effect")},
-    )
-    outcome, compensation = fields.get("outcome"), fields.get("compensation")
-    finished = fields.get("finished_at")
+    """The inverse of `record_fields`, plus `seq`; numbers may arrive as text (Redis)."""
+    outcome, compensation, finished = (fields.get(n) for n in (*_JSON, "finished_at"))
     return EffectRecord(
-        intent=intent,
+        intent=EffectIntent(args=json.loads(fields["args"]), **{n: fields[n] for n in _INTENT}),
         status=fields["status"],
         seq=int(fields["seq"]),
         owner=fields["owner"],
@@ -105,15 +129,16 @@ class SqliteEffectLedger:
     `InMemoryEffectLedger` (the conformance suite runs both).
 
     Every change is one statement or one `BEGIN IMMEDIATE` transaction, so two processes never
-    both acquire a key. Each thread opens its own connection on first use (a forked child opens
-    new ones). Commits are synced (`synchronous=FULL`) unless `durable=False`: a claim that
-    vanished in a power cut would let its effect run twice.
+    both acquire a key. Connections are pooled: one per concurrent call, shared by the threads;
+    a forked child opens its own and never touches (nor closes) the parent's. Commits are
+    synced (`synchronous=FULL`) unless `durable=False`: a claim lost in a power cut would let
+    its effect run twice.
 
     Args:
         path: the ledger file, e.g. `.bastion/effects.sqlite`, on a local disk.
         busy_timeout_s: how long a write waits for another process's lock before it fails.
-        durable: sync each commit to disk (True) or only to the OS (survives crashes, not
-            power loss; about 10x faster on a real disk).
+        durable: sync each commit to disk (True) or only to the OS (survives a crash of the
+            process, not a power cut; several times faster on a real disk).
     """
 
     def __init__(
@@ -128,11 +153,11 @@ class SqliteEffectLedger:
         """The ledger file, as named in errors."""
         self._timeout = busy_timeout_s
         self._sync = "FULL" if durable else "NORMAL"
-        self._local = threading.local()
-        self._inherited: list[sqlite3.Connection] = []
-        with self._backend("create the ledger file"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
+        self._pid = os.getpid()
+        self._idle: list[sqlite3.Connection] = []
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._session("create the ledger file") as conn:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if mode != "wal":
                 raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is needed")
@@ -140,24 +165,15 @@ class SqliteEffectLedger:
 
     def claim(self, intent: EffectIntent, *, owner: str, lease_s: float, now: float) -> Claim:
         """See `EffectLedger.claim`."""
-        fresh = EffectRecord(
-            intent=intent,
-            status="pending",
-            seq=0,
-            owner=owner,
-            lease_until=now + lease_s,
-            attempts=1,
-            started_at=now,
-        )
-        with self._backend("claim an effect"):
-            conn = self._conn()
+        fresh = pending_record(intent, owner=owner, lease_s=lease_s, now=now)
+        with self._session("claim an effect") as conn:
             found = conn.execute(f"{_SELECT} WHERE key = ?", (intent.key,)).fetchall()
             if not found:  # a new key is one statement: the UNIQUE key decides the race
                 sql = f"{_INSERT} ON CONFLICT DO NOTHING RETURNING seq"
                 if seq := conn.execute(sql, _row(fresh)).fetchall():
                     return Claim(kind="acquired", record=replace(fresh, seq=seq[0][0]))
-            elif found[0][2] in ("done", "in_doubt"):  # final states: no write lock needed
-                return Claim(kind=found[0][2], record=_record(found[0]))
+            elif found[0][_STATUS] in ("done", "in_doubt"):  # final: no write lock needed
+                return Claim(kind=found[0][_STATUS], record=_record(found[0]))
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 found = conn.execute(f"{_SELECT} WHERE key = ?", (intent.key,)).fetchall()
@@ -190,35 +206,25 @@ class SqliteEffectLedger:
         self, key: str, owner: str, status: str, outcome: EffectOutcome, now: float
     ) -> bool:
         sql = f"UPDATE effects SET status = ?, outcome = ?, finished_at = ? {_HELD}"
-        with self._backend(f"record an effect as {status}"):
-            cursor = self._conn().execute(sql, (status, _dump(asdict(outcome)), now, key, owner))
-            return cursor.rowcount == 1
+        args = (status, dump_json(asdict(outcome)), now, key, owner)
+        with self._session(f"record an effect as {status}") as conn:
+            return conn.execute(sql, args).rowcount == 1
 
     def release(self, key: str, *, owner: str) -> bool:
         """See `EffectLedger.release`."""
-        with self._backend("release an effect claim"):
-            return self._conn().execute(f"DELETE FROM effects {_HELD}", (key, owner)).rowcount == 1
+        with self._session("release an effect claim") as conn:
+            return conn.execute(f"DELETE FROM effects {_HELD}", (key, owner)).rowcount == 1
 
     def record_shadow(self, intent: EffectIntent, outcome: EffectOutcome, *, now: float) -> None:
         """See `EffectLedger.record_shadow`."""
-        record = EffectRecord(
-            intent=intent,
-            status="shadow",
-            seq=0,
-            owner="shadow",
-            lease_until=now,
-            attempts=1,
-            started_at=now,
-            finished_at=now,
-            outcome=outcome,
-        )
-        with self._backend("record a shadow effect"):  # REPLACE: a new row, so a new seq
-            self._conn().execute(_REPLACE, _row(record))
+        record = shadow_record(intent, outcome, now=now)
+        with self._session("record a shadow effect") as conn:  # REPLACE: a new row and seq
+            conn.execute(_REPLACE, _row(record))
 
     def get(self, key: str) -> EffectRecord | None:
         """See `EffectLedger.get`."""
-        with self._backend("read an effect"):
-            rows = self._conn().execute(f"{_SELECT} WHERE key = ?", (key,)).fetchall()
+        with self._session("read an effect") as conn:
+            rows = conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchall()
         return _record(rows[0]) if rows else None
 
     def effects(
@@ -236,8 +242,8 @@ class SqliteEffectLedger:
         given = {name: value for name, value in filters.items() if value is not None}
         where = " AND ".join(f"{name} = ?" for name in given) or "1"
         sql = f"{_SELECT} WHERE {where} ORDER BY seq DESC LIMIT ?"
-        with self._backend("list effects"):
-            rows = self._conn().execute(sql, (*given.values(), limit)).fetchall()
+        with self._session("list effects") as conn:
+            rows = conn.execute(sql, (*given.values(), limit)).fetchall()
         return [_record(row) for row in reversed(rows)]
 
     def compensate(self, key: str, compensation: Compensation) -> bool:
@@ -246,47 +252,67 @@ class SqliteEffectLedger:
             "UPDATE effects SET compensation = ?, compensated = ? "
             "WHERE key = ? AND status = 'done' AND compensated = 0"
         )
-        args = (_dump(asdict(compensation)), int(compensation.ok), key)
-        with self._backend("record a compensation"):
-            return self._conn().execute(sql, args).rowcount == 1
+        args = (dump_json(asdict(compensation)), int(compensation.ok), key)
+        with self._session("record a compensation") as conn:
+            return conn.execute(sql, args).rowcount == 1
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
+        """Close the connections this process opened; a later call opens new ones. Call it
+        when no other thread is using the ledger."""
+        with self._lock:
+            opened = self._opened if self._pid == os.getpid() else []
+            self._idle, self._opened = [], []
+        for conn in opened:
             conn.close()
-        self._local = threading.local()
 
-    def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            if hasattr(local, "conn"):  # inherited across fork: never used, never closed here
-                self._inherited.append(local.conn)
-            local.conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            local.conn.execute(f"PRAGMA synchronous={self._sync}")
-            local.pid = os.getpid()
-        conn: sqlite3.Connection = local.conn
+    @contextlib.contextmanager
+    def _session(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for one call; any SQLite or file-system failure becomes an
+        `EffectLedgerError` naming the file and what to do."""
+        try:
+            conn = self._checkout()
+            try:
+                yield conn
+            finally:
+                self._idle.append(conn)
+        except (sqlite3.Error, OSError) as error:
+            raise self._error(action, error) from error
+
+    def _checkout(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: the parent's connections stay untouched
+            _INHERITED.append(self._opened)
+            self._lock = threading.Lock()  # another thread may have held it at the fork
+            self._pid, self._idle, self._opened = os.getpid(), [], []
+        with contextlib.suppress(IndexError):
+            return self._idle.pop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA synchronous={self._sync}")
+        with self._lock:
+            self._opened.append(conn)
         return conn
 
-    @contextmanager
-    def _backend(self, action: str) -> Iterator[None]:
-        """Turn any SQLite or file-system failure into an `EffectLedgerError` with a hint."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as error:
-            text = f"{type(error).__name__}: {error}"
-            if self.path.is_dir():
-                hint = f"it is a folder; name a file in it, e.g. {self.path / 'effects.sqlite'}"
-            elif "not a database" in text:
-                hint = "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
-            elif "locked" in text or "busy" in text:
-                hint = f"another process held the write lock for over {self._timeout}s"
-            else:
-                hint = "its folder must exist or be creatable and writable by this process"
-            raise EffectLedgerError(
-                f"effect ledger {self.path} failed: could not {action} ({text}). No side effect "
-                f"runs until it works. Hint: {hint}."
-            ) from error
+    def _error(self, action: str, error: BaseException) -> EffectLedgerError:
+        text = f"{type(error).__name__}: {error}"
+        if self.path.is_dir():
+            hint = f"it is a folder; name a file in it, e.g. {self.path / 'effects.sqlite'}"
+        elif "not a database" in text:
+            hint = "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
+        elif "locked" in text or "busy" in text:
+            hint = f"another process held the write lock for over {self._timeout}s"
+        else:
+            hint = "its folder must exist or be creatable and writable by this process"
+        return EffectLedgerError(
+            f"effect ledger {self.path} failed: could not {action} ({text}). No side effect "
+            f"runs until it works. Hint: {hint}."
+        )
+
+
+_INHERITED: list[list[sqlite3.Connection]] = []
+"""In a forked child: the parent's connections, kept referenced (so never closed) for good."""
+_STATUS = _NAMES.index("status")
 
 
 def _row(record: EffectRecord) -> tuple[Any, ...]:

@@ -27,6 +27,7 @@ from nodes import (
     this_run,
 )
 from observability import PriceTable
+from tools import ShadowMode
 
 __all__ = ["SUPPORT_WORKFLOW", "build_support_graph", "format_ticket", "support_builder"]
 
@@ -83,6 +84,8 @@ def build_support_graph(
     *,
     guard: ActionGuard | None = None,
     fallback_model: BaseChatModel | None = None,
+    services: Services | None = None,
+    shadow: ShadowMode | None = None,
 ) -> OrchestratorBuilder:
     """The support graph over `db`.
 
@@ -90,13 +93,17 @@ def build_support_graph(
         db: the business database.
         model: defaults to the deterministic support model.
         prices: model prices.
-        guard: the guard plane; defaults to `support_guard` over in-process services.
+        guard: the guard plane; defaults to `support_guard` over `services`.
         fallback_model: what specialists switch to near the spend cap; with the default model,
             the same deterministic policy priced as `scripted-mini`.
+        services: the effect ledger and rate limiter (and the default guard's backends);
+            defaults to in-process ones.
+        shadow: simulate these side effects instead of acting.
     """
     if model is None:
         model, fallback_model = support_model(), fallback_model or support_model("scripted-mini")
-    guard = guard or support_guard(Services.in_process())
+    services = services or Services.in_process()
+    guard = guard or support_guard(services)
     agents = [
         AgentSpec(
             name=name,
@@ -114,6 +121,9 @@ def build_support_graph(
         router=ModelRouter(model=model),
         guard=guard,
         prices=prices,
+        effects=services.effects,
+        rate_limiter=services.rate_limiter,
+        shadow=shadow,
     )
 
 
@@ -127,5 +137,8 @@ def support_builder(settings: Settings) -> OrchestratorBuilder:
     """
     model = None if settings.model == "scripted" else load_chat_model(settings.model)
     key = settings.policy_key.encode() if settings.policy_key else None
-    guard = support_guard(services_for(settings), policy_key=key)
-    return build_support_graph(SupportDB(settings.support_db_path), model=model, guard=guard)
+    services = services_for(settings)
+    guard = support_guard(services, policy_key=key)
+    return build_support_graph(
+        SupportDB(settings.support_db_path), model=model, guard=guard, services=services
+    )

@@ -389,7 +389,8 @@ def test_sixteen_threads_taking_over_one_claim_take_it_once(
 ) -> None:
     it, ledger = intent(), open_ledger()
     claim(ledger, it, new_owner() if why == "expired" else dead_owner)
-    winner = _one_winner(_race(open_ledger, it, T0 + LEASE + (why == "dead")), ledger, it.key)
+    now = T0 + LEASE if why == "expired" else T0 + 1  # a dead owner: before its lease ends
+    winner = _one_winner(_race(open_ledger, it, now), ledger, it.key)
     assert winner.recovered and winner.record.attempts == 2
 
 
@@ -422,6 +423,23 @@ def test_eight_processes_claiming_one_key_acquire_it_once(
     assert kinds == ["acquired"] + ["busy"] * 7
     stored = ledger.get("refund:ORD-1")
     assert stored is not None and int(stored.owner.split("|")[1]) in {w.pid for w in workers}
+    ledger.close()
+
+
+def test_a_forked_child_opens_its_own_sqlite_connections(tmp_path: Path) -> None:
+    ledger = SqliteEffectLedger(tmp_path / "effects.sqlite")
+    parent = claim(ledger, intent("parent"), new_owner()).record
+    pid = os.fork()
+    if pid == 0:  # the child: claim through the inherited ledger, then leave at once
+        code = 1
+        try:
+            code = 0 if claim(ledger, intent("child"), new_owner()).kind == "acquired" else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    child = ledger.get("child")
+    assert child is not None and int(child.owner.split("|")[1]) == pid
+    assert claim(ledger, intent("parent"), new_owner(), T0 + 1).record == parent  # still busy
     ledger.close()
 
 
