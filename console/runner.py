@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +25,8 @@ class RunReport:
 
     thread_id: str
     """Thread the run used."""
+    run_id: str = ""
+    """Id of the run (what `bastion undo` takes)."""
     status: str
     """Outcome status."""
     reason: str
@@ -47,6 +47,8 @@ class RunReport:
     """Side-effecting tool calls that succeeded this run."""
     replayed: int = 0
     """Of those, how many returned an earlier result instead of acting again."""
+    simulated: int = 0
+    """Side-effecting calls simulated in shadow mode (nothing was done)."""
     routes: tuple[str, ...] = ()
     """Specialists the orchestrator handed to, in order."""
     guard_notes: tuple[str, ...] = ()
@@ -79,18 +81,24 @@ def _guard_notes(values: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
     return tuple(dict.fromkeys(notes)), flagged
 
 
-def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> tuple[int, int]:
-    effects = replayed = 0
+def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> Counter[str]:
+    """Successful side-effecting calls this run: `effects` (acted or replayed), `replayed`
+    (the gateway returned an earlier execution's recorded result instead of acting) and
+    `simulated` (shadow mode: nothing was done)."""
+    counts: Counter[str] = Counter()
     for message in this_run(values.get("messages") or [])[1]:
         if (
             isinstance(message, ToolMessage)
             and message.name in write_tools
             and message.status != "error"
         ):
-            effects += 1
-            with contextlib.suppress(ValueError, AttributeError):  # not a JSON object
-                replayed += bool(json.loads(str(message.content)).get("replayed"))
-    return effects, replayed
+            artifact = message.artifact or {}
+            if artifact.get("shadow"):
+                counts["simulated"] += 1
+            else:
+                counts["effects"] += 1
+                counts["replayed"] += bool(artifact.get("replayed"))
+    return counts
 
 
 def run_to_end(
@@ -104,8 +112,8 @@ def run_to_end(
 ) -> RunReport:
     """Run `text` on `thread_id` until the graph ends, resolving each approval with `reviewer`.
 
-    A thread left waiting for an approval (say, an interrupted interactive session) is resumed
-    rather than started again, so no request is processed twice.
+    A thread left waiting for an approval (say, an interrupted interactive session), or cut
+    short by a crash, is resumed rather than started again, so no request is processed twice.
     """
     config: Any = {"configurable": {"thread_id": thread_id}}
     context = RunContext(tenant=tenant)
@@ -118,6 +126,9 @@ def run_to_end(
             durability="sync",
         )
         approvals = 1
+    elif pending.next:  # a run cut short (a crash, Ctrl-C): finish it rather than start over
+        result = graph.invoke(None, config, context=context, durability="sync")
+        approvals = 0
     else:
         result = graph.invoke(
             {"messages": [("user", text)]}, config, context=context, durability="sync"
@@ -133,10 +144,11 @@ def run_to_end(
         )
     outcome = result.get("outcome") or {}
     usage = result.get("usage") or {}
-    effects, replayed = _effects(result, write_tools)
+    effects = _effects(result, write_tools)
     notes, flagged = _guard_notes(result)
     return RunReport(
         thread_id=thread_id,
+        run_id=result.get("run_id", ""),
         status=outcome.get("status", "unknown"),
         reason=outcome.get("reason", ""),
         summary=outcome.get("summary", ""),
@@ -145,8 +157,9 @@ def run_to_end(
         cost_usd=usage.get("cost_usd", 0.0),
         verdicts=Counter(v["kind"] for v in result.get("verdicts") or []),
         approvals=approvals,
-        effects=effects,
-        replayed=replayed,
+        effects=effects["effects"],
+        replayed=effects["replayed"],
+        simulated=effects["simulated"],
         routes=tuple(result.get("routes") or ()),
         guard_notes=notes,
         flagged=flagged,

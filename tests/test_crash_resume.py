@@ -1,141 +1,205 @@
-"""A run killed mid-flight (SIGKILL) resumes from its SQLite checkpoint in a new process, once."""
+"""SIGKILL a support run at random points around its side effects, resume it in a new process,
+and find exactly the effects of an uncrashed run: one per logical call, in every trial.
+
+Trials are drawn from a seeded RNG: a fixed seed, so every CI run plays the same trials, or
+`BASTION_CRASH_SEED` to explore others (every failure message names the seed and the trial).
+"""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
-import selectors
+import random
 import signal
-import subprocess
-import sys
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langgraph.types import StateSnapshot
+from crash_worker import (
+    KILL_POINTS,
+    TICKETS,
+    Trial,
+    crash,
+    effect_count,
+    effect_rows,
+    ledger_statuses,
+    resume,
+    run_uncrashed,
+)
 
-from graphs.support import SupportDB, build_support_graph
-from memory import open_checkpointer
+from tools import DurabilityError
 
-WORKER = Path(__file__).with_name("crash_worker.py")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-THREAD = "crash-1"
-MARKER_DEADLINE_S = 60.0
-RESUME_DEADLINE_S = 60.0
+SEED = int(os.environ.get("BASTION_CRASH_SEED") or 20261121)
+TRIALS_PER_MODE = 50
+EFFECTS_PER_TICKET = 3
+MODES = ("sync", "async")
+DEADLINE_S = 60.0
+FORKS = multiprocessing.get_context("forkserver")
+# Each worker forks from a server that imported LangGraph and the support graph once (~1 s
+# saved per process) and runs no threads of its own, unlike this test process. The server is
+# one per session, started by the first test that forks: test_effect_processes.py names the
+# same modules. Python 3.11's forkserver preloads without this process's sys.path, so the
+# worker modules (found via tests/) may be skipped silently: the packages they use are named.
+FORKSERVER_PRELOAD = [
+    "graphs.support",
+    "memory",
+    "langgraph.checkpoint.sqlite",
+    "redis",
+    "crash_worker",
+    "effect_worker",
+]
+FORKS.set_forkserver_preload(FORKSERVER_PRELOAD)
 
 
-def _worker_cmd(tmp_path: Path, *mode: str) -> list[str]:
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Where one trial's worker dies."""
+
+    durability: str
+    """Durability mode of the crashed run and of its resume."""
+    index: int
+    """Trial number within its mode."""
+    ticket: str
+    """Ticket the trial runs."""
+    point: str
+    """Kill point (see `crash_worker`)."""
+    k: int
+    """The side-effecting call (1-based) at which the worker dies."""
+
+    @property
+    def name(self) -> str:
+        """The trial's test id."""
+        return f"{self.durability}-{self.index:02d}"
+
+    def describe(self) -> str:
+        """The trial and how to run it again, for failure messages."""
+        return (
+            f"trial {self.name} (seed {SEED}): ticket {self.ticket} ({TICKETS[self.ticket]}), "
+            f"killed at {self.point} of side-effecting call {self.k}, durability "
+            f"{self.durability!r}. Replay: BASTION_CRASH_SEED={SEED} pytest "
+            f"tests/test_crash_resume.py -k {self.name}"
+        )
+
+
+def _plans(durability: str) -> list[Plan]:
+    """`TRIALS_PER_MODE` trials: every (point, call) pair in turn, shuffled, on random tickets."""
+    rng = random.Random(f"{SEED}:{durability}")
+    pairs = [(point, k) for point in KILL_POINTS for k in range(1, EFFECTS_PER_TICKET + 1)]
+    chosen: list[tuple[str, int]] = []
+    while len(chosen) < TRIALS_PER_MODE:
+        rng.shuffle(pairs)
+        chosen += pairs
     return [
-        sys.executable,
-        str(WORKER),
-        str(tmp_path / "checkpoints.sqlite"),
-        str(tmp_path / "support.sqlite"),
-        THREAD,
-        *mode,
+        Plan(durability=durability, index=i, ticket=rng.choice(sorted(TICKETS)), point=p, k=k)
+        for i, (p, k) in enumerate(chosen[:TRIALS_PER_MODE])
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+PLANS = [plan for mode in MODES for plan in _plans(mode)]
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str, stderr: Path) -> str:
-    """The first stdout line starting with `marker`; fails if the worker exits or stalls."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + MARKER_DEADLINE_S
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not selector.select(timeout=left):
-                break
-            line = proc.stdout.readline()
-            if line.startswith(marker):
-                return line.strip()
-            if not line:  # EOF: the worker exited before reaching the marker
-                proc.wait()
-                pytest.fail(
-                    f"worker exited with {proc.returncode} before printing {marker!r}; "
-                    f"stderr:\n{stderr.read_text()[-3000:]}"
-                )
-    proc.kill()
-    proc.wait()
-    pytest.fail(f"no {marker!r} from the worker within {MARKER_DEADLINE_S}s")
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """What an uncrashed run of a ticket leaves behind."""
+
+    rows: dict[str, list[tuple[Any, ...]]]
+    """Its effect rows (see `crash_worker.effect_rows`)."""
+    status: str
+    """Its outcome status."""
 
 
-def _state(tmp_path: Path) -> StateSnapshot:
-    config: Any = {"configurable": {"thread_id": THREAD}}
-    with open_checkpointer(sqlite_path=tmp_path / "checkpoints.sqlite") as saver:
-        graph = build_support_graph(SupportDB(tmp_path / "support.sqlite")).compile(
-            checkpointer=saver
+def _fork(target: Callable[[Trial], None], trial: Trial) -> int | None:
+    """Run `target(trial)` in a process forked from the server; its exit code."""
+    proc = FORKS.Process(target=target, args=(trial,), name=f"crash-{target.__name__}")
+    proc.start()
+    proc.join(DEADLINE_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        pytest.fail(f"`{target.__name__}` of {trial} did not finish within {DEADLINE_S}s")
+    return proc.exitcode
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Reference]:
+    """Each ticket run once, uncrashed, on fresh files."""
+    found = {}
+    for ticket, tenant in TICKETS.items():
+        trial = Trial(
+            folder=tmp_path_factory.mktemp(f"reference-{ticket}"),
+            ticket=ticket,
+            tenant=tenant,
+            durability="sync",
         )
-        return graph.get_state(config)
+        assert _fork(run_uncrashed, trial) == 0, f"the reference run of {ticket} failed"
+        rows = effect_rows(trial.path("support"))
+        assert effect_count(rows) == EFFECTS_PER_TICKET, f"{ticket} made other effects: {rows}"
+        assert ledger_statuses(trial.path("effects")) == ["done"] * EFFECTS_PER_TICKET
+        status = json.loads(trial.path("outcome").read_text())["status"]
+        found[ticket] = Reference(rows=rows, status=status)
+    return found
 
 
-def _kill_after_execute(tmp_path: Path, tool: str) -> str:
-    stderr = tmp_path / "crash.stderr"
-    with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            _worker_cmd(tmp_path, "--crash-after", tool),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=_env(),
-        )
-    try:
-        return _read_until(proc, "CHECKPOINTED execute", stderr)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        proc.stdout.close()
+def _assert_killed_at_point(plan: Plan, trial: Trial) -> None:
+    """The effects and ledger records the dead worker left show where it died."""
+    where = plan.describe()
+    effects = effect_count(effect_rows(trial.path("support")))
+    statuses = ledger_statuses(trial.path("effects"))
+    if plan.point == "before_checkpoint" and plan.durability == "async":
+        # `async` saves in the background while the next steps run, and those may reach the
+        # next effects before the save that follows effect k is attempted.
+        assert statuses[: plan.k] == ["done"] * plan.k, f"{statuses}; {where}"
+        assert plan.k <= effects <= len(statuses), f"{effects} effects, {statuses}; {where}"
+        return
+    unsettled = plan.point in ("before_call", "after_write")  # the claim is still pending
+    assert effects == (plan.k - 1 if plan.point == "before_call" else plan.k), where
+    assert statuses == ["done"] * (plan.k - 1) + ["pending" if unsettled else "done"], where
 
 
-def _resume_in_new_process(tmp_path: Path) -> str:
-    done = subprocess.run(
-        _worker_cmd(tmp_path, "--resume"),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=RESUME_DEADLINE_S,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
-
-
-@pytest.mark.parametrize(
-    ("tool", "next_node", "cancelled_before_crash"),
-    [
-        # The first execute step (a read): the cancel is still ahead of the crash.
-        pytest.param("lookup_customer", "agent_triage", 0, id="killed-after-first-execute"),
-        # The effect is done and checkpointed: the resumed run must not cancel again.
-        pytest.param("cancel_order", "agent_orders", 1, id="killed-after-cancel"),
-    ],
-)
-def test_killed_run_resumes_in_new_process_with_one_effect(
-    tmp_path: Path, tool: str, next_node: str, cancelled_before_crash: int
+@pytest.mark.slow
+@pytest.mark.parametrize("plan", PLANS, ids=[plan.name for plan in PLANS])
+def test_killed_run_resumes_with_exactly_one_effect_per_call(
+    plan: Plan, references: dict[str, Reference], tmp_path: Path
 ) -> None:
-    """SIGKILL after an `execute` step leaves an unfinished checkpoint; a new process resumes
-    it to `resolved`, and the order is cancelled once and the customer emailed once."""
-    marker = _kill_after_execute(tmp_path, tool)
-    assert marker == f"CHECKPOINTED execute {tool}"
+    """The worker dies at the plan's point (proved by the effects and ledger it leaves); a new
+    process resumes the thread to the reference outcome with exactly the reference effects."""
+    trial = Trial(
+        folder=tmp_path,
+        ticket=plan.ticket,
+        tenant=TICKETS[plan.ticket],
+        durability=plan.durability,
+        point=plan.point,
+        k=plan.k,
+    )
+    where = plan.describe()
+    code = _fork(crash, trial)
+    assert code == -signal.SIGKILL, f"the worker exited with {code} instead of dying; {where}"
+    _assert_killed_at_point(plan, trial)
 
-    crashed = _state(tmp_path)
-    db = SupportDB(tmp_path / "support.sqlite")
-    assert crashed.next == (next_node,), "the checkpoint should be the one right after execute"
-    assert not crashed.values.get("outcome")
-    assert db.counts()["order_events"] == cancelled_before_crash
-    assert db.counts()["outbound_emails"] == 0
+    assert _fork(resume, trial) == 0, f"the resume failed; {where}"
+    reference = references[plan.ticket]
+    outcome = json.loads(trial.path("outcome").read_text())
+    assert outcome["status"] == reference.status, f"{outcome}; {where}"
+    assert effect_rows(trial.path("support")) == reference.rows, where
+    assert ledger_statuses(trial.path("effects")) == ["done"] * EFFECTS_PER_TICKET, where
 
-    assert _resume_in_new_process(tmp_path) == "OUTCOME resolved"
 
-    finished = _state(tmp_path)
-    assert finished.next == ()
-    assert finished.values["outcome"]["status"] == "resolved"
-    events = db.all("SELECT order_id, event FROM order_events")
-    assert events == [{"order_id": "ORD-1004", "event": "cancelled"}]
-    assert db.one("SELECT status FROM orders WHERE id = 'ORD-1004'") == {"status": "cancelled"}
-    sent = db.all("SELECT to_addr FROM outbound_emails WHERE status = 'sent'")
-    assert sent == [{"to_addr": "dev@example.com"}]
+def test_trials_cover_every_kill_point_and_call_in_both_modes() -> None:
+    for mode in MODES:
+        plans = [plan for plan in PLANS if plan.durability == mode]
+        assert len(plans) >= 50
+        assert {(p.point, p.k) for p in plans} == {
+            (point, k) for point in KILL_POINTS for k in range(1, EFFECTS_PER_TICKET + 1)
+        }
+
+
+def test_exit_durability_is_refused_before_any_effect(tmp_path: Path) -> None:
+    """`exit` checkpoints nothing until the run ends: the run stops at its first side effect."""
+    trial = Trial(folder=tmp_path, ticket="T02", tenant="demo", durability="exit")
+    with pytest.raises(DurabilityError, match=r"durability='exit'.*issue_refund"):
+        run_uncrashed(trial)
+    assert effect_count(effect_rows(trial.path("support"))) == 0
+    assert ledger_statuses(trial.path("effects")) == []

@@ -70,6 +70,17 @@ def _check(spec: ToolSpec) -> None:
         problems.append(
             f'rollback= is only for side_effect="reversible" (got {spec.side_effect!r})'
         )
+    defs = spec.input_model.model_json_schema().get("$defs", {})
+    open_types = sorted(
+        name
+        for name, schema in defs.items()
+        if schema.get("type") == "object" and schema.get("additionalProperties") is not False
+    )
+    if open_types:
+        problems.append(
+            f"nested argument type(s) {open_types!r} accept unknown fields; give them "
+            "model_config = ConfigDict(extra='forbid', strict=True, allow_inf_nan=False)"
+        )
     if spec.timeout_s is not None and spec.timeout_s <= 0:
         problems.append(f"timeout_s must be > 0 (got {spec.timeout_s})")
     if spec.max_output_chars < 1:

@@ -61,13 +61,30 @@ def _env_secrets(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+MAX_SHOWN_PROBLEMS = 5
+"""Validation errors listed per message: a list of 3000 bad items must not become a 170 kB
+message the model reads back."""
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A validation location as the argument screen writes it: `lines[0].qty`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(arguments)"
+
+
 def _format_validation_error(tool: str, error: ValidationError) -> str:
     problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "(arguments)"
-        shown = repr(item.get("input"))
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        problems.append(f"`{where}`: {item['msg']} (got {shown})")
+    items = error.errors(include_url=False)
+    for item in items[:MAX_SHOWN_PROBLEMS]:
+        problem = f"`{_where(item['loc'])}`: {item['msg']}"
+        if item["type"] != "missing":  # the input of a missing field is the whole object
+            shown = repr(item.get("input"))
+            problem += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+        problems.append(problem)
+    if len(items) > MAX_SHOWN_PROBLEMS:
+        problems.append(f"and {len(items) - MAX_SHOWN_PROBLEMS} more like these")
     return f"invalid arguments for `{tool}`: " + "; ".join(problems) + ". Fix them and call again."
 
 
@@ -196,7 +213,8 @@ class ExecutionGateway:
             problem = screen_arguments(inv.args, max_chars=self._max_args_chars)
             if problem is not None:
                 raise ValueError(problem)
-            args = spec.input_model.model_validate_json(json.dumps(dict(inv.args)))
+            # strict=True reaches nested models too, whatever their own config says
+            args = spec.input_model.model_validate_json(json.dumps(dict(inv.args)), strict=True)
         except ValidationError as error:
             return failed_result(inv, "invalid_args", _format_validation_error(spec.name, error))
         except (TypeError, ValueError, RecursionError) as error:  # not JSON (a set, too deep)

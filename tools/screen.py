@@ -15,9 +15,9 @@ MAX_ARG_DEPTH = 8
 """Levels of objects and arrays allowed, the arguments object itself being level 1."""
 MAX_KEY_CHARS = 256
 """Longest argument name (object key) allowed at any depth."""
-_INT_LIMIT = 2**64
-"""Integers are refused beyond the 64-bit range: no honest argument needs more, and past
-~4300 digits `json.dumps` raises instead of serialising."""
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+"""Integers are refused outside the signed 64-bit range: no honest argument needs more, SQLite
+and most stores overflow beyond it, and past ~4300 digits `json.dumps` raises."""
 
 # Characters no honest argument needs, in values and names alike. Each can make text read
 # differently from what it is (bidi controls, invisibles, tags), hide data from a reviewer, or
@@ -62,8 +62,9 @@ def screen_arguments(args: object, *, max_chars: int = 16_000) -> str | None:
     before anything serialises them. Refuses: anything but a JSON object; nesting deeper than
     `MAX_ARG_DEPTH`; more than `max_chars` characters as JSON (counted as the walk goes, so a
     huge input is refused after at most `max_chars` characters of work); non-string or overlong
-    argument names; values JSON cannot carry (sets, bytes, NaN, infinities, integers beyond 64
-    bits); and control, bidirectional, invisible, tag or surrogate characters in any string.
+    argument names; values JSON cannot carry (sets, bytes, NaN, infinities) and integers
+    outside signed 64 bits; control, bidirectional, invisible, tag or surrogate characters in
+    any string.
     Text is never rewritten (no NFKC): a suspicious value is refused, not silently changed.
 
     Args:
@@ -113,7 +114,7 @@ def screen_arguments(args: object, *, max_chars: int = 16_000) -> str | None:
                 size += 2
             elif vtype is bool or value is None:
                 size += 5
-            elif (vtype is int and -_INT_LIMIT < value < _INT_LIMIT) or (
+            elif (vtype is int and _INT_MIN <= value <= _INT_MAX) or (
                 vtype is float and math.isfinite(value)
             ):
                 size += len(repr(value))
@@ -149,11 +150,13 @@ def _name_problem(key: object, path: tuple[_Segment, ...]) -> str:
 def _odd_value(value: object, where: tuple[_Segment, ...]) -> str | None:
     """What is wrong with a value that is not plainly a JSON scalar, if anything."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if -_INT_LIMIT < value < _INT_LIMIT:
+        if _INT_MIN <= value <= _INT_MAX:
             return None
+        digits = int(value.bit_length() * 0.30103) + 1
+        shown = str(value) if digits <= 40 else f"an integer of about {digits} digits"
         return (
-            f"`{_render(where)}` is an integer of {value.bit_length()} bits, beyond the 64-bit "
-            "range no argument needs; send a smaller number"
+            f"`{_render(where)}` is {shown}, outside the signed 64-bit range ({_INT_MIN} to "
+            f"{_INT_MAX}) that arguments must fit; send a smaller number"
         )
     if isinstance(value, float):
         if math.isfinite(value):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +12,7 @@ from tools.base import Compensation, EffectIntent, EffectOutcome, EffectRecord
 from tools.calls import scrub
 from tools.gateway import ExecutionGateway
 from tools.ledger import new_owner
-from tools.spec import Secrets, ToolContext, ToolSpec
+from tools.spec import ToolContext, ToolSpec
 
 __all__ = ["UndoEntry", "UndoError", "UndoReport", "UndoStatus", "undo_run"]
 
@@ -136,12 +134,12 @@ class _Undo:
     clock: Callable[[], float]
 
     def one(self, record: EffectRecord) -> UndoEntry:
+        if record.compensation is not None and record.compensation.ok:
+            return _entry(record, "already_undone", record.compensation.detail)
         spec = self.gateway.registry.get(record.intent.tool)
         why_not = _why_not(spec, record)
         if spec is None or why_not is not None:
             return _entry(record, "not_reversible", why_not or "")
-        if record.compensation is not None and record.compensation.ok:
-            return _entry(record, "already_undone", record.compensation.detail)
         if self.dry_run:
             return _entry(record, "would_undo")
         effects, key, owner = self.gateway.effects, f"undo:{record.intent.key}", new_owner()
@@ -192,29 +190,10 @@ def _rollback(
 ) -> tuple[bool, str]:
     """Run `spec.rollback` on `record`: whether it compensated, and its result or error as
     bounded text with secrets scrubbed."""
-    secrets = gateway.secrets_for(spec)
+    assert spec.rollback is not None and record.outcome is not None
+    secrets, intent = gateway.secrets_for(spec), record.intent
     if isinstance(secrets, str):
         return False, secrets
-    try:
-        text = json.dumps(_call_rollback(spec, record, key, attempt, secrets), default=str)
-    except Exception as error:  # a broken rollback must not stop the others
-        ok, text = False, f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
-    else:
-        ok = True
-    text = scrub(text, secrets)
-    return ok, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
-
-
-def _call_rollback(
-    spec: ToolSpec, record: EffectRecord, key: str, attempt: int, secrets: Secrets
-) -> Any:
-    assert spec.rollback is not None and record.outcome is not None
-    # The ledger holds JSON dumps of validated models: validating the JSON again restores them.
-    args = spec.input_model.model_validate_json(json.dumps(dict(record.intent.args)))
-    output: Any = record.outcome.output
-    if spec.output_model is not None:
-        output = spec.output_model.model_validate_json(json.dumps(output))
-    intent = record.intent
     ctx = ToolContext(
         tenant=intent.tenant,
         thread_id=intent.thread_id,
@@ -225,9 +204,14 @@ def _call_rollback(
         attempt=attempt,
         secrets=secrets,
     )
-    result = spec.rollback(args, output, ctx)
-    return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+    try:
+        # The ledger holds JSON dumps of validated models: validating the JSON restores them.
+        args = spec.input_model.model_validate_json(json.dumps(dict(intent.args)))
+        output: Any = record.outcome.output
+        if spec.output_model is not None:
+            output = spec.output_model.model_validate_json(json.dumps(output))
+        ok, text = True, json.dumps(spec.rollback(args, output, ctx), default=str)
+    except Exception as error:  # a broken rollback must not stop the others
+        ok, text = False, f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
+    text = scrub(text, secrets)
+    return ok, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
