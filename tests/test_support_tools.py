@@ -15,13 +15,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from graphs.support import SupportDB, build_support_graph, format_ticket, scripted_review
-from graphs.support.tools import (
+from graphs.support.schema import (
     SIMULATED_DRAFT_ID,
     CancelReceipt,
     DraftReceipt,
     RefundReceipt,
-    make_support_tools,
 )
+from graphs.support.tools import make_support_tools
 from nodes import RunContext
 from tools import (
     ExecutionGateway,
@@ -142,8 +142,8 @@ def test_every_documented_error_happens_and_every_error_is_documented(desk: Desk
     with sqlite3.connect(desk.db.path) as conn:
         conn.execute("DELETE FROM invoices WHERE order_id = 'ORD-1010'")
     failing("get_invoice", order_id="ORD-1010")
-    failing("cancel_order", order_id="ORD-9999", reason="x")
-    failing("cancel_order", order_id="ORD-1006", reason="x")
+    failing("cancel_order", order_id="ORD-9999", reason="wrong item")
+    failing("cancel_order", order_id="ORD-1006", reason="wrong item")
     failing("issue_refund", order_id="ORD-9999", amount=1.0, reason="why")
     failing("issue_refund", order_id="ORD-1002", amount=45.01, reason="why")
     failing("send_email", draft_id=12345)
@@ -243,7 +243,7 @@ def test_simulations_write_nothing_yet_return_valid_outputs(desk: Desk) -> None:
     sent = desk.ok("send_email", shadow=True, draft_id=draft.draft_id)
     assert sent.simulated
     too_much = desk.call("issue_refund", shadow=True, **{**REFUND, "amount": 641.0})
-    shipped = desk.call("cancel_order", shadow=True, order_id="ORD-1006", reason="x")
+    shipped = desk.call("cancel_order", shadow=True, order_id="ORD-1006", reason="wrong item")
     assert (too_much.error_code, shipped.error_code) == ("exceeds_refundable", "not_cancellable")
     assert desk.db.counts() == counts and desk.rows() == before
     assert undo_run(desk.gateway, "run-1", by="ops", reason="shadow").entries == ()

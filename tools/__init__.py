@@ -29,7 +29,7 @@ from tools.ratelimit import InMemoryRateLimiter
 from tools.redis_ledger import RedisEffectLedger
 from tools.redis_ratelimit import RedisRateLimiter
 from tools.registry import ToolRegistry
-from tools.shadow import ShadowMode
+from tools.shadow import CallChange, ProposedCall, ShadowMode, diff_calls
 from tools.spec import (
     RateLimit,
     RiskZone,
@@ -42,8 +42,10 @@ from tools.spec import (
     ToolSpec,
 )
 from tools.sqlite_ledger import SqliteEffectLedger
+from tools.undo import UndoEntry, UndoError, UndoReport, UndoStatus, undo_run
 
 __all__ = [
+    "CallChange",
     "Claim",
     "Compensation",
     "DurabilityError",
@@ -57,6 +59,7 @@ __all__ = [
     "ExecutionGateway",
     "InMemoryEffectLedger",
     "InMemoryRateLimiter",
+    "ProposedCall",
     "RateLimit",
     "RateLimiter",
     "RateLimiterError",
@@ -76,7 +79,13 @@ __all__ = [
     "ToolResult",
     "ToolRetry",
     "ToolSpec",
+    "UndoEntry",
+    "UndoError",
+    "UndoReport",
+    "UndoStatus",
+    "diff_calls",
     "idempotency_key",
     "require_durable",
     "tool_contract",
+    "undo_run",
 ]

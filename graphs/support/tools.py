@@ -5,113 +5,38 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from graphs.support.db import SupportDB
+from graphs.support.schema import (
+    SIMULATED_DRAFT_ID,
+    CancelReceipt,
+    Cents,
+    CustomerRecord,
+    DraftId,
+    DraftReceipt,
+    Email,
+    InvoiceRecord,
+    OrderId,
+    OrderRecord,
+    Reason,
+    RefundReceipt,
+    SendReceipt,
+    Subject,
+)
 from tools import RiskZone, ToolContext, ToolError, ToolSpec, tool_contract
 
-__all__ = [
-    "REFUND_RED_ZONE",
-    "SIMULATED_DRAFT_ID",
-    "CancelReceipt",
-    "CustomerRecord",
-    "DraftReceipt",
-    "InvoiceRecord",
-    "OrderRecord",
-    "RefundReceipt",
-    "SendReceipt",
-    "make_support_tools",
-]
+__all__ = ["REFUND_RED_ZONE", "make_support_tools"]
 
 REFUND_RED_ZONE = 1000.0
 """Refunds above this many dollars are in the red zone for every tenant (a human, always).
 Below it, each tenant's limit lives in the policy bundle (`policies/refunds.rego`)."""
-SIMULATED_DRAFT_ID = 999_999
-"""The draft id a simulated `draft_email` returns; a simulated `send_email` accepts it, so a
-shadow run goes on to "send" the reply it drafted."""
-
-# `[0-9]`, not `\d`: pydantic's Rust regex `\d` also matches fullwidth and other digits.
-OrderId = Annotated[
-    str, Field(pattern=r"^ORD-[0-9]{4}$", description="Order number, e.g. ORD-1001")
-]
-Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 READ = "support:read"
 NOT_FOUND = {"not_found": "no order has this number"}
 contract = partial(tool_contract, timeout_s=5.0)
 """`@tool_contract` with the latency budget every support tool keeps."""
-
-
-class CustomerRecord(BaseModel):
-    """A customer and their order numbers."""
-
-    id: str
-    name: str
-    email: str
-    tier: str
-    orders: list[str]
-
-
-class OrderRecord(BaseModel):
-    """An order with the money refunded on it so far (reversed refunds excluded)."""
-
-    id: str
-    customer_id: str
-    item: str
-    amount: float
-    status: str
-    placed_at: str
-    notes: str = ""
-    refunded: float
-
-
-class InvoiceRecord(BaseModel):
-    """The invoice of an order."""
-
-    id: str
-    order_id: str
-    amount: float
-    status: str
-
-
-class CancelReceipt(BaseModel):
-    """A cancelled order, with the status it had before (what undo restores)."""
-
-    order_id: str
-    status: Literal["cancelled"] = "cancelled"
-    previous_status: str
-    event_id: int = Field(ge=0, description="The cancellation's order event; 0 when simulated.")
-    replayed: bool = False
-    simulated: bool = False
-
-
-class RefundReceipt(BaseModel):
-    """A refund issued (refund_id 0 when simulated)."""
-
-    refund_id: int = Field(ge=0)
-    order_id: str
-    amount: float
-    replayed: bool = False
-    simulated: bool = False
-
-
-class DraftReceipt(BaseModel):
-    """A drafted email (`SIMULATED_DRAFT_ID` when simulated)."""
-
-    draft_id: int = Field(gt=0)
-    replayed: bool = False
-    simulated: bool = False
-
-
-class SendReceipt(BaseModel):
-    """A sent email."""
-
-    draft_id: int = Field(gt=0)
-    to: str
-    status: Literal["sent"] = "sent"
-    replayed: bool = False
-    simulated: bool = False
 
 
 def refund_zone(args: Mapping[str, Any]) -> RiskZone:
@@ -232,9 +157,7 @@ def _cancel_tool(db: SupportDB) -> ToolSpec:
             "moved_on": "undo: the order changed after the cancellation",
         },
     )
-    def cancel_order(
-        order_id: OrderId, reason: Annotated[str, Field(max_length=500)], *, ctx: ToolContext
-    ) -> CancelReceipt:
+    def cancel_order(order_id: OrderId, reason: Reason, *, ctx: ToolContext) -> CancelReceipt:
         """Cancel an order that has not shipped yet."""
         with db.effect("order_events", ctx.idempotency_key) as (conn, done):
             if done is not None:
@@ -287,8 +210,8 @@ def _refund_tool(db: SupportDB) -> ToolSpec:
     )
     def issue_refund(
         order_id: OrderId,
-        amount: Annotated[float, Field(gt=0, le=100_000)],
-        reason: Annotated[str, Field(min_length=3, max_length=500)],
+        amount: Cents,
+        reason: Reason,
         *,
         ctx: ToolContext,
     ) -> RefundReceipt:
@@ -337,7 +260,7 @@ def _email_tools(db: SupportDB) -> list[ToolSpec]:
     )
     def draft_email(
         to: Email,
-        subject: Annotated[str, Field(max_length=200)],
+        subject: Subject,
         body: Annotated[str, Field(min_length=1, max_length=5000)],
         *,
         ctx: ToolContext,
@@ -383,7 +306,7 @@ def _email_tools(db: SupportDB) -> list[ToolSpec]:
             "voided": "the draft was withdrawn (undone)",
         },
     )
-    def send_email(draft_id: Annotated[int, Field(gt=0)], *, ctx: ToolContext) -> SendReceipt:
+    def send_email(draft_id: DraftId, *, ctx: ToolContext) -> SendReceipt:
         """Send a drafted email to the customer."""
         with db.write() as conn:
             to, sent = draft_to(conn, draft_id)
