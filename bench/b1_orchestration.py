@@ -30,7 +30,7 @@ from guards import (
 from guards.policy import deny
 from nodes import AgentSpec, RunContext
 from nodes.models import ScriptedChatModel
-from tools.spec import tool_contract
+from tools import tool_contract
 
 __all__ = ["run"]
 

@@ -187,7 +187,9 @@ def test_a_second_undo_compensates_nothing_again(shop: Shop) -> None:
 
 def test_a_failing_rollback_is_reported_the_rest_undone_and_a_retry_succeeds(shop: Shop) -> None:
     a, bb, ccc = shop.run("run-1", BOOK_A, BOOK_BB, BOOK_CCC)
-    shop.failures["bb"] = ToolError("the booking system is down", code="unavailable")
+    shop.failures["bb"] = ToolError(
+        "the booking system is down", code="unavailable", retryable=True
+    )
     report = shop.undo("run-1")
     assert not report.ok
     assert [(e.key, e.status) for e in report.entries] == [
@@ -204,6 +206,24 @@ def test_a_failing_rollback_is_reported_the_rest_undone_and_a_retry_succeeds(sho
     assert [e.status for e in retry.entries] == ["already_undone", "undone", "already_undone"]
     assert shop.undone == [("ccc", f"undo:{ccc}"), ("a", f"undo:{a}"), ("bb", f"undo:{bb}")]
     assert shop.ledger.get(bb).compensation.ok  # type: ignore[union-attr]
+
+
+def test_a_refusing_rollback_is_refused_not_failed_and_the_rest_undone(shop: Shop) -> None:
+    a, bb = shop.run("run-1", BOOK_A, BOOK_BB)
+    shop.failures["bb"] = ToolError("bb was already used; cannot unbook", code="used")
+    report = shop.undo("run-1")
+    assert report.ok, "a business refusal is not a failure: undo again would not change it"
+    assert [(e.key, e.status) for e in report.entries] == [(bb, "refused"), (a, "undone")]
+    assert report.entries[0].detail == (
+        "rollback of `book` refused (used): bb was already used; cannot unbook"
+    )
+    refused = shop.ledger.get(bb).compensation  # type: ignore[union-attr]
+    assert refused is not None and not refused.ok and "already used" in refused.detail
+    assert shop.ledger.get(f"undo:{bb}") is None, "the claim is released"
+    # The refusal is recorded, not final: once the business allows it, undo goes through.
+    again = shop.undo("run-1")
+    assert [e.status for e in again.entries] == ["undone", "already_undone"]
+    assert shop.undone == [("a", f"undo:{a}"), ("bb", f"undo:{bb}")]
 
 
 def test_a_crashing_rollback_is_reported_like_a_failing_one(shop: Shop) -> None:

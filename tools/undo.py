@@ -12,11 +12,14 @@ from tools.base import Compensation, EffectIntent, EffectOutcome, EffectRecord
 from tools.calls import scrub
 from tools.gateway import ExecutionGateway
 from tools.ledger import new_owner
-from tools.spec import ToolContext, ToolSpec
+from tools.spec import ToolContext, ToolError, ToolSpec
 
 __all__ = ["UndoEntry", "UndoError", "UndoReport", "UndoStatus", "undo_run"]
 
-UndoStatus = Literal["undone", "already_undone", "not_reversible", "failed", "would_undo"]
+UndoStatus = Literal[
+    "undone", "already_undone", "not_reversible", "refused", "failed", "would_undo"
+]
+_Result = Literal["undone", "refused", "failed"]
 MAX_EFFECTS = 100_000
 """Effects looked at per run (a run has far fewer; the ledger returns the newest this many)."""
 MAX_DETAIL_CHARS = 2000
@@ -37,8 +40,10 @@ class UndoEntry:
     args: Mapping[str, Any]
     """Its arguments, as recorded."""
     status: UndoStatus
-    """`undone` now, `already_undone` earlier, `not_reversible` (see detail), `failed` (may be
-    tried again), or `would_undo` in a dry run."""
+    """`undone` now, `already_undone` earlier, `not_reversible` (see detail), `refused` (the
+    rollback declined with a business reason, e.g. the email was already sent: a person must
+    decide), `failed` (a crash, a timeout, another undo holding it: worth trying again), or
+    `would_undo` in a dry run."""
     detail: str = ""
     """The compensation's output, the error, or why it cannot be undone."""
 
@@ -54,7 +59,8 @@ class UndoReport:
 
     @property
     def ok(self) -> bool:
-        """No compensation failed (effects that cannot be undone do not count as failures)."""
+        """No compensation failed (refusals and effects that cannot be undone are not
+        failures: running undo again would not change them)."""
         return all(entry.status != "failed" for entry in self.entries)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,8 +82,10 @@ def undo_run(
 
     Each rollback runs at most once per effect, across concurrent undos and crashes: it is
     claimed in the same ledger under `undo:<key>` first, and rollbacks are idempotent on their
-    `ctx.idempotency_key`. A failed rollback is recorded, released for a later retry, and the
-    other effects are still undone.
+    `ctx.idempotency_key`. A rollback that fails (crashes, times out) or refuses (raises a
+    non-retryable `ToolError`: the business says no) is recorded as an unsuccessful
+    compensation and released, so a later undo may try again; the other effects are still
+    undone.
 
     Args:
         gateway: the gateway whose registry and effect ledger the run used.
@@ -148,21 +156,24 @@ class _Undo:
             _undo_intent(record, key), owner=owner, lease_s=lease_s, now=self.clock()
         )
         if claim.kind == "done" and claim.record.outcome is not None:  # rolled back, unrecorded
-            return self._record(record, True, claim.record.outcome.content)
+            return self._record(record, "undone", claim.record.outcome.content)
         if claim.kind != "acquired":
             return _entry(record, "failed", f"another undo holds `{key}`; run undo again later")
-        ok, detail = _rollback(self.gateway, spec, record, key, attempt=claim.record.attempts)
-        if ok:
+        result, detail = _rollback(
+            self.gateway, spec, record, key, attempt=claim.record.attempts
+        )
+        if result == "undone":
             outcome = EffectOutcome(ok=True, content=detail)
             effects.finish(key, owner=owner, outcome=outcome, now=self.clock())
         else:  # it did not compensate: free the claim so a later undo may try again
             effects.release(key, owner=owner)
-        return self._record(record, ok, detail)
+        return self._record(record, result, detail)
 
-    def _record(self, record: EffectRecord, ok: bool, detail: str) -> UndoEntry:
+    def _record(self, record: EffectRecord, result: _Result, detail: str) -> UndoEntry:
+        ok = result == "undone"
         done = Compensation(ok=ok, by=self.by, reason=self.reason, at=self.clock(), detail=detail)
         if self.gateway.effects.compensate(record.intent.key, done):
-            return _entry(record, "undone" if ok else "failed", detail)
+            return _entry(record, result, detail)
         now = self.gateway.effects.get(record.intent.key)
         if now is not None and now.compensation is not None and now.compensation.ok:
             return _entry(record, "already_undone", now.compensation.detail)
@@ -187,13 +198,14 @@ def _undo_intent(record: EffectRecord, key: str) -> EffectIntent:
 
 def _rollback(
     gateway: ExecutionGateway, spec: ToolSpec, record: EffectRecord, key: str, *, attempt: int
-) -> tuple[bool, str]:
-    """Run `spec.rollback` on `record`: whether it compensated, and its result or error as
-    bounded text with secrets scrubbed."""
+) -> tuple[_Result, str]:
+    """Run `spec.rollback` on `record`: whether it compensated (`undone`), declined for a
+    business reason (`refused`: a non-retryable `ToolError`) or broke (`failed`), and its
+    result or error as bounded text with secrets scrubbed."""
     assert spec.rollback is not None and record.outcome is not None
     secrets, intent = gateway.secrets_for(spec), record.intent
     if isinstance(secrets, str):
-        return False, secrets
+        return "failed", secrets
     ctx = ToolContext(
         tenant=intent.tenant,
         thread_id=intent.thread_id,
@@ -210,8 +222,14 @@ def _rollback(
         output: Any = record.outcome.output
         if spec.output_model is not None:
             output = spec.output_model.model_validate_json(json.dumps(output))
-        ok, text = True, json.dumps(spec.rollback(args, output, ctx), default=str)
+        result: _Result = "undone"
+        text = json.dumps(spec.rollback(args, output, ctx), default=str)
+    except ToolError as error:
+        code = f" ({error.code})" if error.code else ""
+        # A retryable error is a busy upstream, not the business saying no.
+        result = "failed" if error.retryable else "refused"
+        text = f"rollback of `{spec.name}` {result}{code}: {error}"
     except Exception as error:  # a broken rollback must not stop the others
-        ok, text = False, f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
+        result, text = "failed", f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
     text = scrub(text, secrets)
-    return ok, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
+    return result, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
