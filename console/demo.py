@@ -15,7 +15,7 @@ from rich.table import Table
 from console.runner import Reviewer, RunReport, run_to_end
 from graphs.support import SUPPORT_WORKFLOW, format_ticket
 
-__all__ = ["load_tickets", "print_report", "run_demo"]
+__all__ = ["demo_json", "load_tickets", "print_report", "run_demo", "ticket_thread"]
 
 VERDICT_MARK = {"allow": "A", "deny": "D", "escalate": "E", "halt": "H"}
 STATUS_STYLE = {
@@ -45,6 +45,11 @@ def load_tickets(path: Path | None = None) -> list[dict[str, str]]:
     return tickets
 
 
+def ticket_thread(ticket: dict[str, str], prefix: str = "support-") -> str:
+    """The thread a ticket runs on: `<prefix><id>`."""
+    return f"{prefix}{ticket['id']}"
+
+
 def run_demo(
     graph: Any,
     tickets: Sequence[dict[str, str]],
@@ -53,8 +58,9 @@ def run_demo(
     reviewer: Reviewer,
     console: Console,
     show_progress: bool,
+    thread_prefix: str = "support-",
 ) -> list[tuple[dict[str, str], RunReport]]:
-    """Run every ticket on its own thread (`support-<id>`) and collect the reports."""
+    """Run every ticket on its own thread (`<thread_prefix><id>`) and collect the reports."""
     reports = []
     progress = Progress(
         TextColumn("[bold]tickets"),
@@ -73,7 +79,7 @@ def run_demo(
             report = run_to_end(
                 graph,
                 format_ticket(ticket["from"], ticket["subject"], ticket["body"]),
-                thread_id=f"support-{ticket['id']}",
+                thread_id=ticket_thread(ticket, thread_prefix),
                 tenant=tenant,
                 reviewer=reviewer,
                 write_tools=SUPPORT_WORKFLOW.write_tools,
@@ -100,7 +106,7 @@ def print_report(
     table.add_column("what happened", overflow="fold", max_width=60)
     for ticket, r in reports:
         verdicts = " ".join(f"{VERDICT_MARK[kind]}{n}" for kind, n in sorted(r.verdicts.items()))
-        effects = f"{r.effects}" + (f" ({r.replayed}↺)" if r.replayed else "")
+        effects = _effects_cell(r)
         detail = "→".join(r.routes) if r.status == "resolved" else r.reason
         if r.guard_notes:
             detail += "".join(f"\n[dim]· {note}[/]" for note in r.guard_notes)
@@ -117,7 +123,7 @@ def print_report(
     console.print(table)
     console.print(
         "verdicts: A allow · D deny · E escalate (approval) · H halt;  "
-        "effects: writes this run, ↺ = replayed, not repeated"
+        "effects: writes this run, ↺ = replayed, not repeated, sim = simulated (shadow mode)"
     )
     totals = _totals(reports)
     console.print(
@@ -135,6 +141,21 @@ def print_report(
         f"{effects_after['order_events']} order changes, {effects_after['outbound_emails']} "
         f"emails ({', '.join(f'+{n} {t}' for t, n in new.items())} this run)"
     )
+    if totals["simulated"]:
+        console.print(
+            f"[bold]shadow mode[/]: {totals['simulated']} side effects simulated, "
+            + (f"{totals['effects']} performed" if totals["effects"] else "none performed")
+        )
+
+
+def _effects_cell(report: RunReport) -> str:
+    """Writes this run (with replays), or the simulated ones in shadow mode."""
+    cells = []
+    if report.effects or not report.simulated:
+        cells.append(f"{report.effects}" + (f" ({report.replayed}↺)" if report.replayed else ""))
+    if report.simulated:
+        cells.append(f"{report.simulated} sim")
+    return " + ".join(cells)
 
 
 def _totals(reports: Sequence[tuple[dict[str, str], RunReport]]) -> dict[str, Any]:
@@ -151,6 +172,7 @@ def _totals(reports: Sequence[tuple[dict[str, str], RunReport]]) -> dict[str, An
         "flagged": sum(r.flagged for _, r in reports),
         "effects": sum(r.effects for _, r in reports),
         "replayed": sum(r.replayed for _, r in reports),
+        "simulated": sum(r.simulated for _, r in reports),
     }
 
 
@@ -158,9 +180,12 @@ def demo_json(
     reports: Sequence[tuple[dict[str, str], RunReport]],
     effects_before: dict[str, int],
     effects_after: dict[str, int],
+    *,
+    shadow: bool = False,
 ) -> dict[str, Any]:
-    """The machine-readable demo result."""
+    """The machine-readable demo result (each ticket with its `run_id`, for `bastion undo`)."""
     return {
+        "shadow": shadow,
         "tickets": [{"id": t["id"], **r.as_dict()} for t, r in reports],
         "totals": _totals(reports),
         "database": {"before": effects_before, "after": effects_after},

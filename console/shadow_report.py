@@ -303,9 +303,9 @@ def print_shadow_report(console: Console, report: ShadowReport) -> None:
             "baseline: the shipped configuration"
         )
     for ticket in report.tickets:
-        for index, change in enumerate(ticket.changes):
-            for line in _change_lines(change):
-                console.print(f"{ticket.ticket if index == 0 else '':<6}{line}", highlight=False)
+        lines = [line for change in ticket.changes for line in _change_lines(change)]
+        for index, line in enumerate(lines):
+            console.print(f"{ticket.ticket if index == 0 else '':<6}{line}", highlight=False)
     console.print(
         f"[bold]{report.changed} of {len(report.tickets)} tickets would change[/] "
         f"(tenant {report.tenant}; both runs simulated in a scratch home: nothing was done)"
