@@ -1,4 +1,4 @@
-"""The `bastion` command line: `demo`, `run "<ticket>"`, `policy-check`, `kill` and friends."""
+"""The `bastion` command line: `demo`, `run "<ticket>"`, `undo`, `policy-check` and friends."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from console.demo import demo_json, load_tickets, print_report, run_demo
 from console.guard_commands import add_guard_commands, run_guard_command
 from console.review import TerminalReviewer
 from console.runner import Reviewer, run_to_end
+from console.tool_commands import TOOL_COMMANDS, add_tool_commands, run_tool_command
 from graphs import Settings, SettingsError
 from graphs.support import (
     SUPPORT_WORKFLOW,
@@ -28,6 +29,7 @@ from graphs.support import (
 from guards import BudgetBackendError, KillSwitchBackendError
 from memory import CheckpointerConfigError, open_checkpointer
 from nodes import ModelConfigError
+from tools import EffectLedgerError
 
 __all__ = ["main"]
 
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask in the terminal for approvals instead of the scripted reviewer",
     )
+    demo.add_argument(
+        "--shadow",
+        action="store_true",
+        help="simulate every side effect (on `shadow-<id>` threads): nothing is done",
+    )
     run = commands.add_parser("run", help="handle one support ticket")
     run.add_argument("text", help="the ticket body (or a full ticket with From:/Subject: lines)")
     run.add_argument("--from", dest="sender", help="customer email, if the text has no From:")
@@ -59,19 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (demo, run):
         sub.add_argument("--tenant", help="tenant id (default: BASTION_TENANT or `demo`)")
         sub.add_argument("--reviewer-name", default="operator", help="recorded as the reviewer")
-    for sub in (demo, run, *add_guard_commands(commands)):
+    for sub in (demo, run, *add_guard_commands(commands), *add_tool_commands(commands)):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 @contextmanager
-def _support_graph(settings: Settings) -> Iterator[Any]:
-    """The support graph compiled on the configured checkpointer, closed on exit."""
+def _support_graph(settings: Settings, *, shadow: bool = False) -> Iterator[Any]:
+    """The support graph compiled on the configured checkpointer, closed on exit; with
+    `shadow`, every run simulates its side effects instead of acting."""
     builder = support_builder(settings)
     with open_checkpointer(
         sqlite_path=settings.checkpoint_path, redis_url=settings.redis_url
     ) as saver:
-        yield builder.compile(checkpointer=saver)
+        graph = builder.compile(checkpointer=saver)
+        # Run configuration, not a rebuilt graph: the demo runs exactly the configured graph.
+        yield graph.with_config(configurable={"shadow": True}) if shadow else graph
 
 
 def _reviewer(interactive: bool, console: Console, name: str) -> Reviewer:
@@ -82,7 +92,7 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
     tickets = load_tickets(args.tickets)
     db = SupportDB(settings.support_db_path)
     before = db.counts()
-    with _support_graph(settings) as graph:
+    with _support_graph(settings, shadow=args.shadow) as graph:
         reports = run_demo(
             graph,
             tickets,
@@ -90,16 +100,22 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
             reviewer=_reviewer(args.interactive, console, args.reviewer_name),
             console=console,
             show_progress=not args.json,
+            # Simulated runs stay off the real tickets' threads (their history stays real).
+            thread_prefix="shadow-" if args.shadow else "support-",
         )
     after = db.counts()
     if args.json:
-        print(json.dumps(demo_json(reports, before, after), indent=2))
-    else:
-        print_report(console, reports, before, after)
-        console.print(
-            f"state: {settings.home}/ (checkpoints, business database) · "
-            "run it again: side effects are not repeated"
-        )
+        print(json.dumps(demo_json(reports, before, after, shadow=args.shadow), indent=2))
+        return EXIT_OK
+    print_report(console, reports, before, after)
+    if args.shadow:
+        console.print(f"simulated runs: threads shadow-<id> in {settings.home}/")
+        return EXIT_OK
+    console.print(
+        f"state: {settings.home}/ (checkpoints, business database) · "
+        "run it again: side effects are not repeated"
+    )
+    console.print("undo a run: `bastion effects` lists runs, then `bastion undo <run>`")
     return EXIT_OK
 
 
@@ -139,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 120)
     try:
         settings = Settings.from_env()
-        handler = {"demo": _demo, "run": _run}.get(args.command, run_guard_command)
+        handler = {"demo": _demo, "run": _run}.get(args.command) or (
+            run_tool_command if args.command in TOOL_COMMANDS else run_guard_command
+        )
         return handler(args, settings, console)
     except (
         SettingsError,
@@ -148,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         BudgetBackendError,
         KillSwitchBackendError,
+        EffectLedgerError,
     ) as error:
         if args.json:
             print(json.dumps({"error": str(error), "type": type(error).__name__}))

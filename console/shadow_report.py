@@ -13,30 +13,24 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from rich.console import Console
 
 from console.demo import run_demo, ticket_thread
-from graphs import OrchestratorBuilder, Services, Settings
+from graphs import Services, Settings
 from graphs.support import (
     POLICY_DIR,
     SUPPORT_WORKFLOW,
     TENANTS_FILE,
-    SupportDB,
-    build_support_graph,
     scripted_review,
-    support_guard,
+    support_builder,
 )
 from memory import open_checkpointer
-from nodes import load_chat_model, this_run
-from tools import ShadowMode
-from tools.shadow import CallChange, ProposedCall, diff_calls
+from nodes import this_run
+from tools import CallChange, ProposedCall, ShadowMode, diff_calls
 
 __all__ = [
     "GuardConfig",
     "ShadowReport",
     "TicketDiff",
-    "print_shadow_report",
     "proposed_calls",
     "shadow_report",
-    "summarize",
-    "support_graph",
 ]
 
 SHIPPED = "shipped"
@@ -71,6 +65,18 @@ class TicketDiff:
     """What the candidate run proposed."""
     changes: tuple[CallChange, ...]
     """`diff_calls(baseline, candidate)`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "id": self.ticket,
+            "baseline": [_call(c) for c in self.baseline],
+            "candidate": [_call(c) for c in self.candidate],
+            "changes": [
+                {"kind": c.kind, "baseline": _call(c.baseline), "candidate": _call(c.candidate)}
+                for c in self.changes
+            ],
+        }
 
 
 def _call(call: ProposedCall | None) -> dict[str, Any] | None:
@@ -107,18 +113,7 @@ class ShadowReport:
             "baseline": self.baseline.as_dict(),
             "candidate": self.candidate.as_dict(),
             "self_check": self.self_check,
-            "tickets": [
-                {
-                    "id": t.ticket,
-                    "baseline": [_call(c) for c in t.baseline],
-                    "candidate": [_call(c) for c in t.candidate],
-                    "changes": [
-                        {"kind": c.kind, "baseline": _call(c.baseline), "candidate": _call(c.candidate)}
-                        for c in t.changes
-                    ],
-                }
-                for t in self.tickets
-            ],
+            "tickets": [t.as_dict() for t in self.tickets],
             "changed": self.changed,
             "total": len(self.tickets),
         }
@@ -160,27 +155,6 @@ def proposed_calls(values: Mapping[str, Any], write_tools: frozenset[str]) -> li
     ]
 
 
-def support_graph(
-    settings: Settings, *, services: Services, guard: GuardConfig, shadow: bool
-) -> OrchestratorBuilder:
-    """The support graph as `settings` configure it, over `services`, with `guard`'s policy and
-    tenants, simulating every side effect when `shadow`."""
-    model = None if settings.model == "scripted" else load_chat_model(settings.model)
-    key = settings.policy_key.encode() if settings.policy_key else None
-    return build_support_graph(
-        SupportDB(settings.support_db_path),
-        model=model,
-        guard=support_guard(
-            services,
-            policy_dir=guard.policy_dir,
-            policy_key=key,
-            tenants_file=guard.tenants_file,
-        ),
-        services=services,
-        shadow=ShadowMode(graph=True) if shadow else None,
-    )
-
-
 def _shadow_pass(
     settings: Settings,
     tickets: Sequence[dict[str, str]],
@@ -188,7 +162,7 @@ def _shadow_pass(
     tenant: str,
     guard: GuardConfig,
     console: Console,
-    show_progress: bool,
+    show: bool,
 ) -> dict[str, list[ProposedCall]]:
     """Run `tickets` in shadow mode in a fresh, throwaway home: its own business database,
     checkpoints and effect ledger (never Redis), so real state is not touched."""
@@ -196,7 +170,13 @@ def _shadow_pass(
         scratch = settings.model_copy(update={"home": Path(home), "redis_url": None})
         services = Services.from_settings(scratch)
         try:
-            builder = support_graph(scratch, services=services, guard=guard, shadow=True)
+            builder = support_builder(
+                scratch,
+                services=services,
+                shadow=ShadowMode(graph=True),
+                policy_dir=guard.policy_dir,
+                tenants_file=guard.tenants_file,
+            )
             with open_checkpointer(sqlite_path=scratch.checkpoint_path) as saver:
                 graph = builder.compile(checkpointer=saver)
                 run_demo(
@@ -205,7 +185,7 @@ def _shadow_pass(
                     tenant=tenant,
                     reviewer=scripted_review,
                     console=console,
-                    show_progress=show_progress,
+                    show_progress=show,
                 )
                 states = {
                     t["id"]: graph.get_state({"configurable": {"thread_id": ticket_thread(t)}})
@@ -227,26 +207,19 @@ def shadow_report(
     tenant: str,
     candidate: GuardConfig,
     console: Console,
-    show_progress: bool = False,
+    show: bool = False,
 ) -> ShadowReport:
     """Simulate `tickets` under the shipped configuration and under `candidate`, and diff the
-    side effects each ticket would propose.
+    side effects each ticket would propose (`show`: progress bars on `console`).
 
     Raises:
         PolicyBundleError, GuardConfigError: the candidate does not load (names what to fix).
     """
-    runs = [
-        _shadow_pass(
-            settings,
-            tickets,
-            tenant=tenant,
-            guard=guard,
-            console=console,
-            show_progress=show_progress,
-        )
-        for guard in (GuardConfig(), candidate)
-    ]
-    baseline, proposed = runs
+    # The candidate first: a bundle that does not load stops the report before any run.
+    proposed, baseline = (
+        _shadow_pass(settings, tickets, tenant=tenant, guard=guard, console=console, show=show)
+        for guard in (candidate, GuardConfig())
+    )
     return ShadowReport(
         tenant=tenant,
         baseline=GuardConfig(),
@@ -260,53 +233,4 @@ def shadow_report(
             )
             for t in tickets
         ),
-    )
-
-
-def summarize(args: Mapping[str, Any], width: int = 60) -> str:
-    """`k=v, ...` with long values cut, at most `width` characters."""
-    parts = []
-    for name, value in args.items():
-        text = str(value)
-        parts.append(f"{name}={text if len(text) <= 24 else text[:23] + '…'}")
-    line = ", ".join(parts)
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def _change_lines(change: CallChange) -> list[str]:
-    before, after = change.baseline, change.candidate
-    if change.kind == "added" and after is not None:
-        return [f"+ {after.tool}({summarize(after.args)}) {after.verdict}, {after.outcome}"]
-    if change.kind == "removed" and before is not None:
-        return [f"- {before.tool}({summarize(before.args)}) {before.verdict}, {before.outcome}"]
-    assert before is not None and after is not None
-    lines = [
-        f"~ {before.tool}({summarize(before.args)}) verdict {before.verdict} → {after.verdict}"
-        f" · {before.outcome} → {after.outcome}"
-    ]
-    if dict(before.args) != dict(after.args):
-        lines.append(f"    args now ({summarize(after.args)})")
-    return lines
-
-
-def print_shadow_report(console: Console, report: ShadowReport) -> None:
-    """The changes per ticket and a summary."""
-    candidate = report.candidate.as_dict()
-    if report.self_check:
-        console.print(
-            "no candidate given (--candidate-policy / --candidate-tenants): the current "
-            "configuration is compared with itself, a determinism check"
-        )
-    else:
-        console.print(
-            f"candidate: policy {candidate['policy']}, tenants {candidate['tenants']} · "
-            "baseline: the shipped configuration"
-        )
-    for ticket in report.tickets:
-        lines = [line for change in ticket.changes for line in _change_lines(change)]
-        for index, line in enumerate(lines):
-            console.print(f"{ticket.ticket if index == 0 else '':<6}{line}", highlight=False)
-    console.print(
-        f"[bold]{report.changed} of {len(report.tickets)} tickets would change[/] "
-        f"(tenant {report.tenant}; both runs simulated in a scratch home: nothing was done)"
     )

@@ -208,7 +208,7 @@ def test_undo_restores_a_cancelled_order_unless_it_moved_on(desk: Desk) -> None:
     with sqlite3.connect(desk.db.path) as conn:
         conn.execute("UPDATE orders SET status = 'shipped' WHERE id = 'ORD-1008'")
     late = undo_run(desk.gateway, "late", by="ops", reason="mistake")
-    assert not late.ok and late.entries[0].status == "failed"
+    assert late.ok and late.entries[0].status == "refused"
     assert "changed after it was cancelled (now shipped)" in late.entries[0].detail
     assert desk.db.one("SELECT status FROM orders WHERE id = 'ORD-1008'") == {"status": "shipped"}
 
@@ -224,7 +224,7 @@ def test_undo_voids_a_draft_and_reports_a_sent_email_as_not_reversible(desk: Des
     report = undo_run(desk.gateway, "sent-run", by="ops", reason="too late")
     assert [(e.tool, e.status) for e in report.entries] == [
         ("send_email", "not_reversible"),
-        ("draft_email", "failed"),
+        ("draft_email", "refused"),
     ]
     assert "already sent; cannot unsend" in report.entries[1].detail
     assert desk.db.one("SELECT status FROM outbound_emails WHERE id = ?", sent.draft_id) == {

@@ -16,6 +16,7 @@ from tools import (
     EffectLedger,
     ExecutionGateway,
     InMemoryEffectLedger,
+    SqliteEffectLedger,
     ToolContext,
     ToolError,
     ToolInvocation,
@@ -106,10 +107,6 @@ class Shop:
 
 
 def _sqlite_ledger(path: Path) -> EffectLedger:
-    try:
-        from tools.sqlite_ledger import SqliteEffectLedger
-    except ImportError as error:
-        pytest.skip(f"tools.sqlite_ledger is not importable yet ({error})")
     return SqliteEffectLedger(path / "effects.sqlite")
 
 
@@ -328,3 +325,21 @@ def test_a_crash_inside_the_rollback_is_retried_with_the_same_key_after_the_leas
     assert shop.undo("run-1").entries[0].status == "undone"
     assert [ctx.idempotency_key for _, _, ctx in shop.seen] == [f"undo:{a}", f"undo:{a}"]
     assert [ctx.attempt for _, _, ctx in shop.seen] == [1, 2]
+
+
+def test_an_undone_effect_is_not_silently_replayed_or_repeated(shop: Shop) -> None:
+    shop.run("r1", ("book", {"item": "tent"}))
+    assert shop.undo("r1").ok and shop.undone == [("tent", shop.undone[0][1])]
+    again = shop.gateway.execute(
+        ToolInvocation(
+            tool="book",
+            args={"item": "tent"},
+            call_id="c9",
+            tenant="acme",
+            thread_id="thread-r1",
+            agent="agent",
+            run_id="r2",
+        )
+    )
+    assert not again.ok and again.error_kind == "refused" and not again.replayed
+    assert "undone by ops (test)" in again.content and "Ask a person" in again.content

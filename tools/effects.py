@@ -84,6 +84,16 @@ class EffectPath:
         claim the key, pass `gate` and `act`, and record what happened."""
         owner, key = new_owner(), intent.key
         claim = self._claim(intent, owner, lease_seconds(spec))
+        undone = claim.record.compensation
+        if claim.kind == "done" and undone is not None and undone.ok:
+            return failed_result(
+                invocation,
+                "refused",
+                f"`{invocation.tool}` was already done with these arguments and then undone by "
+                f"{undone.by} ({undone.reason}); it is not repeated automatically. Ask a person "
+                "whether it should be done again.",
+                key,
+            )
         if claim.kind == "done" and claim.record.outcome is not None:
             return _replayed(invocation, key, claim.record.outcome)
         if claim.kind != "acquired" or (claim.recovered and not spec.idempotent):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from tools.base import Compensation, EffectIntent, EffectOutcome, EffectRecord
 from tools.calls import scrub
+from tools.deadline import run_attempt
 from tools.gateway import ExecutionGateway
 from tools.ledger import new_owner
 from tools.spec import ToolContext, ToolError, ToolSpec
@@ -159,9 +162,7 @@ class _Undo:
             return self._record(record, "undone", claim.record.outcome.content)
         if claim.kind != "acquired":
             return _entry(record, "failed", f"another undo holds `{key}`; run undo again later")
-        result, detail = _rollback(
-            self.gateway, spec, record, key, attempt=claim.record.attempts
-        )
+        result, detail = _rollback(self.gateway, spec, record, key, attempt=claim.record.attempts)
         if result == "undone":
             outcome = EffectOutcome(ok=True, content=detail)
             effects.finish(key, owner=owner, outcome=outcome, now=self.clock())
@@ -196,6 +197,17 @@ def _undo_intent(record: EffectRecord, key: str) -> EffectIntent:
     )
 
 
+def _bounded_rollback(spec: ToolSpec, args: BaseModel, output: Any, ctx: ToolContext) -> Any:
+    """The rollback, within the tool's latency budget (a hung compensation must not hang undo)."""
+    rollback = spec.rollback
+    assert rollback is not None
+
+    def compensate(ctx: ToolContext, **_: Any) -> Any:
+        return rollback(args, output, ctx)
+
+    return run_attempt(replace(spec, func=compensate, takes_context=True), args, ctx)
+
+
 def _rollback(
     gateway: ExecutionGateway, spec: ToolSpec, record: EffectRecord, key: str, *, attempt: int
 ) -> tuple[_Result, str]:
@@ -223,13 +235,14 @@ def _rollback(
         if spec.output_model is not None:
             output = spec.output_model.model_validate_json(json.dumps(output))
         result: _Result = "undone"
-        text = json.dumps(spec.rollback(args, output, ctx), default=str)
+        text = json.dumps(_bounded_rollback(spec, args, output, ctx), default=str)
     except ToolError as error:
         code = f" ({error.code})" if error.code else ""
         # A retryable error is a busy upstream, not the business saying no.
         result = "failed" if error.retryable else "refused"
         text = f"rollback of `{spec.name}` {result}{code}: {error}"
     except Exception as error:  # a broken rollback must not stop the others
-        result, text = "failed", f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
+        result = "failed"
+        text = f"rollback of `{spec.name}` failed: {type(error).__name__}: {error}"
     text = scrub(text, secrets)
     return result, text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage
@@ -11,7 +12,7 @@ from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.services import Services, services_for
 from graphs.settings import Settings
 from graphs.support.db import SupportDB
-from graphs.support.governance import support_guard
+from graphs.support.governance import POLICY_DIR, TENANTS_FILE, support_guard
 from graphs.support.model import support_model
 from graphs.support.tools import make_support_tools
 from guards import ActionGuard, RunLimits
@@ -127,18 +128,38 @@ def build_support_graph(
     )
 
 
-def support_builder(settings: Settings) -> OrchestratorBuilder:
+def support_builder(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    shadow: ShadowMode | None = None,
+    policy_dir: Path = POLICY_DIR,
+    tenants_file: Path = TENANTS_FILE,
+) -> OrchestratorBuilder:
     """The support graph as `settings` configure it: the model, the business database under
     `BASTION_HOME`, Redis-backed services when `BASTION_REDIS_URL` is set, and the policy
     bundle's signing key from `BASTION_POLICY_KEY`.
+
+    Args:
+        settings: the configuration.
+        services: backends to use instead of the ones `settings` select.
+        shadow: simulate these side effects instead of acting.
+        policy_dir: the Rego policy bundle (default: the shipped one).
+        tenants_file: the tenants (default: the shipped ones).
 
     Raises:
         ModelConfigError, PolicyBundleError, GuardConfigError: with what to fix.
     """
     model = None if settings.model == "scripted" else load_chat_model(settings.model)
     key = settings.policy_key.encode() if settings.policy_key else None
-    services = services_for(settings)
-    guard = support_guard(services, policy_key=key)
+    services = services or services_for(settings)
+    guard = support_guard(
+        services, policy_dir=policy_dir, policy_key=key, tenants_file=tenants_file
+    )
     return build_support_graph(
-        SupportDB(settings.support_db_path), model=model, guard=guard, services=services
+        SupportDB(settings.support_db_path),
+        model=model,
+        guard=guard,
+        services=services,
+        shadow=shadow,
     )
