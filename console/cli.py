@@ -112,7 +112,7 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
         console.print(f"simulated runs: threads shadow-<id> in {settings.home}/")
         return EXIT_OK
     console.print(
-        f"state: {settings.home}/ (checkpoints, business database) · "
+        f"state: {settings.home}/ (checkpoints, effect ledger, business database) · "
         "run it again: side effects are not repeated"
     )
     console.print("undo a run: `bastion effects` lists runs, then `bastion undo <run>`")

@@ -142,9 +142,9 @@ def _undo_summary(report: UndoReport, dry_run: bool) -> str:
     counts: dict[str, int] = {}
     for entry in report.entries:
         counts[entry.status] = counts.get(entry.status, 0) + 1
-    text = " · ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
     if not counts:
         return "nothing to undo: the run's recorded effects were simulated (shadow mode)"
+    text = " · ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
     if dry_run:
         return f"dry run, nothing changed: {text}"
     if counts.get("failed"):

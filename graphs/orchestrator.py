@@ -90,7 +90,9 @@ def build_orchestrator(
         guard: the guard plane (policies, kill switch, budgets, scanners). Default: an
             `ActionGuard` with built-in checks only. The workflow's limits replace its own.
         prices: model price table for cost accounting.
-        effects: the effect ledger (exactly-once side effects, undo). Default: in-process.
+        effects: the effect ledger (exactly-once side effects, undo). Default: in-process,
+            which a crash loses; with a durable checkpointer pass a durable ledger too
+            (`SqliteEffectLedger`, `RedisEffectLedger`, as `Services.from_settings` does).
         rate_limiter: token buckets for tool rate limits. Default: in-process.
         secrets: where tools' declared secrets come from. Default: environment variables.
         shadow: simulate these side effects instead of acting (runs can add more with

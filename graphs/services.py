@@ -3,8 +3,8 @@ chosen from settings."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cache
 
 from graphs.settings import Settings
 from guards import BudgetLedger, KillSwitch
@@ -73,8 +73,15 @@ class Services:
         )
 
 
-@cache
+_SHARED: dict[Settings, Services] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 def services_for(settings: Settings) -> Services:
     """One `Services` per settings in this process (graphs built from the same settings share
-    the kill switch and ledger, so a kill reaches all of them)."""
-    return Services.from_settings(settings)
+    the kill switch and ledgers, so a kill reaches all of them). Thread-safe: two threads
+    asking at once get the same one, never two budget ledgers splitting a tenant's budget."""
+    with _SHARED_LOCK:
+        if settings not in _SHARED:
+            _SHARED[settings] = Services.from_settings(settings)
+        return _SHARED[settings]

@@ -21,9 +21,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     home: Path = Path(".bastion")
-    """`BASTION_HOME`: folder for embedded state (checkpoints, business database)."""
+    """`BASTION_HOME`: folder for embedded state (checkpoints, kill switch, effect ledger,
+    business database)."""
     redis_url: str | None = None
-    """`BASTION_REDIS_URL`: when set, checkpoints go to Redis (needs JSON + search modules)."""
+    """`BASTION_REDIS_URL`: when set, checkpoints (needing the JSON + search modules), the kill
+    switch, budget ledger, effect ledger and rate limits live in Redis."""
     weaviate_url: str | None = None
     """`BASTION_WEAVIATE_URL`: long-term memory server (used by later layers)."""
     model: str = "scripted"

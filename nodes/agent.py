@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -133,21 +134,27 @@ def _ask_for_more(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Bound:
     """A specialist's models bound to one tool view."""
 
     primary: tuple[Runnable[Any, Any], str]
+    """The specialist's model with the tools bound, and its price-table name."""
     cheaper: tuple[Runnable[Any, Any], str]
+    """The fallback model, bound the same way (the primary when there is none)."""
     schema_chars: int
+    """Size of the tool schemas as JSON, for the token estimate of each call."""
 
 
 def _binder(spec: AgentSpec) -> Callable[[ToolRegistry], _Bound]:
-    """Binds the specialist's models to a tool view, once per distinct view."""
+    """Binds the specialist's models to a tool view, once per distinct view (thread-safe:
+    graphs run nodes of concurrent runs on worker threads)."""
     bound: dict[frozenset[str], _Bound] = {}
+    lock = threading.Lock()
 
     def bind_view(tools: ToolRegistry) -> _Bound:
-        found = bound.get(tools.names)
+        with lock:
+            found = bound.get(tools.names)
         if found is not None:
             return found
         schemas = [tool.llm_schema() for tool in tools]
@@ -161,8 +168,8 @@ def _binder(spec: AgentSpec) -> Callable[[ToolRegistry], _Bound]:
             cheaper=bind(spec.fallback_model) if spec.fallback_model is not None else primary,
             schema_chars=len(json.dumps(schemas)) if schemas else 0,  # once, not per call
         )
-        bound[tools.names] = found
-        return found
+        with lock:  # a race binds twice, harmlessly; every caller gets the first binding
+            return bound.setdefault(tools.names, found)
 
     return bind_view
 

@@ -90,7 +90,8 @@ def make_execute_node(
 
     def execute(state: RunState, config: RunnableConfig) -> dict[str, Any]:
         configurable = config.get("configurable") or {}
-        thread_id = str(configurable.get("thread_id", ""))
+        # Keys are per thread; a run without one must not share keys with other such runs.
+        thread_id = str(configurable.get("thread_id") or state.get("run_id", ""))
         # The run's own mode (stored at intake, so a plain resume keeps it) and a resume's.
         mode = (
             shadow

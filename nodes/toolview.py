@@ -10,9 +10,15 @@ from tools import ToolRegistry
 
 __all__ = ["ToolViews"]
 
+_NOTHING = ToolRegistry()
+
 
 class ToolViews:
-    """Scoped tool views, computed once per (agent, tenant) and cached.
+    """Scoped tool views, computed once per (agent, configured tenant) and cached. Thread-safe.
+
+    The cache holds only tenants the directory lists (so it stays as small as the directory):
+    without a directory every tenant sees the agent's whole list, and a tenant the directory
+    does not list sees nothing (intake refuses its run anyway).
 
     Args:
         agent_tools: each specialist's own tools (already scoped to the names it lists).
@@ -29,19 +35,18 @@ class ToolViews:
 
     def for_agent(self, agent: str, tenant: str) -> ToolRegistry:
         """The tools `agent` sees when working for `tenant` (none for an unknown agent)."""
-        key = (agent, tenant)
-        view = self._cache.get(key)
-        if view is None:
-            own = self._agent_tools.get(agent, ToolRegistry())
-            view = own.visible(self._granted(tenant))
-            with self._lock:
-                self._cache[key] = view
-        return view
-
-    def _granted(self, tenant: str) -> frozenset[str] | None:
+        own = self._agent_tools.get(agent, _NOTHING)
         if self._tenants is None:
-            return None
+            return own
+        key = (agent, tenant)
+        with self._lock:
+            view = self._cache.get(key)
+        if view is not None:
+            return view
         try:
-            return self._tenants.get(tenant).scopes
-        except UnknownTenantError:  # intake refuses the run; show such a tenant nothing
-            return frozenset()
+            granted = self._tenants.get(tenant).scopes
+        except UnknownTenantError:  # not cached: arbitrary tenant ids must not grow the cache
+            return _NOTHING
+        view = own.visible(granted)
+        with self._lock:
+            return self._cache.setdefault(key, view)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from guards import TenantDirectory
+from nodes import ToolViews
 from tools import (
     ExecutionGateway,
     ToolConfigError,
@@ -143,3 +145,22 @@ def test_registry_refuses_duplicates_and_unknown_scopes() -> None:
     with pytest.raises(ToolConfigError, match="unknown tool"):
         ToolRegistry([pay]).scoped(["pay", "refund"])
     assert ToolRegistry([pay, explode]).scoped(["pay"]).names == {"pay"}
+
+
+def test_tool_views_cut_by_tenant_scopes_and_show_unknown_tenants_nothing() -> None:
+    @tool_contract(scopes=["read"])
+    def peek(key: str) -> str:
+        """Read a value."""
+        return key
+
+    @tool_contract()
+    def ping() -> str:
+        """Needs no scope."""
+        return "pong"
+
+    tenants = TenantDirectory.from_mapping({"full": {}, "none": {"scopes": []}})
+    views = ToolViews({"a": ToolRegistry([peek, ping])}, tenants)
+    assert views.for_agent("a", "full").names == {"peek", "ping"}
+    assert views.for_agent("a", "none").names == {"ping"}
+    assert views.for_agent("a", "stranger").names == frozenset()
+    assert views.for_agent("nobody", "full").names == frozenset()

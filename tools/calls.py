@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from tools.deadline import NoThread, run_attempt
+from tools.screen import render_path
 from tools.spec import ToolContext, ToolError, ToolSpec
 
 __all__ = ["CallOutcome", "call_tool", "render_output", "scrub", "scrub_json"]
@@ -127,7 +128,7 @@ def _checked(spec: ToolSpec, output: Any, attempts: int) -> CallOutcome:
         )
     except ValidationError as error:
         problems = "; ".join(
-            f"`{'.'.join(map(str, e['loc'])) or '(output)'}`: {e['msg']}"
+            f"`{render_path(e['loc']) if e['loc'] else '(output)'}`: {e['msg']}"
             for e in error.errors(include_url=False)
         )
         return CallOutcome(

@@ -12,10 +12,12 @@ from tools.ledger import new_owner
 from tools.results import ToolInvocation, ToolResult, failed_result
 from tools.spec import ToolConfigError, ToolSpec
 
-__all__ = ["DURABLE_MODES", "DurabilityError", "EffectPath", "lease_seconds", "require_durable"]
+__all__ = ["DURABLE_MODES", "DurabilityError", "EffectPath", "require_durable"]
 
 DURABLE_MODES = ("sync", "async")
+"""LangGraph durability modes that checkpoint each step, so a crash cannot lose a proposal."""
 _MAX_POLL_S = 0.05
+"""Longest wait between asking the ledger again while another worker holds a claim."""
 Gate = Callable[[], ToolResult | None]
 """Asked once the claim is held: a refusal (rate limit, kill switch), or None to act."""
 Act = Callable[[int], tuple[ToolResult, CallOutcome]]
@@ -45,7 +47,7 @@ def require_durable(durability: str, tools: list[str]) -> None:
         )
 
 
-def lease_seconds(spec: ToolSpec) -> float:
+def _lease_seconds(spec: ToolSpec) -> float:
     """How long a claim is held before others may assume its worker died (on another host):
     the rate-limit wait, every attempt at its budget and every backoff, with a margin."""
     per_attempt = spec.timeout_s or 30.0
@@ -83,7 +85,7 @@ class EffectPath:
         """Act on `intent` at most once: replay a recorded result, refuse a call in doubt, or
         claim the key, pass `gate` and `act`, and record what happened."""
         owner, key = new_owner(), intent.key
-        claim = self._claim(intent, owner, lease_seconds(spec))
+        claim = self._claim(intent, owner, _lease_seconds(spec))
         undone = claim.record.compensation
         if claim.kind == "done" and undone is not None and undone.ok:
             return failed_result(

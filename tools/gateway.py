@@ -35,7 +35,7 @@ from tools.ledger import InMemoryEffectLedger
 from tools.ratelimit import InMemoryRateLimiter
 from tools.registry import ToolRegistry
 from tools.results import ErrorKind, ToolInvocation, ToolResult, failed_result
-from tools.screen import screen_arguments
+from tools.screen import render_path, screen_arguments
 from tools.spec import Secrets, ToolContext, ToolRetry, ToolSpec
 
 __all__ = [
@@ -66,19 +66,11 @@ MAX_SHOWN_PROBLEMS = 5
 message the model reads back."""
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """A validation location as the argument screen writes it: `lines[0].qty`."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(arguments)"
-
-
 def _format_validation_error(tool: str, error: ValidationError) -> str:
     problems = []
     items = error.errors(include_url=False)
     for item in items[:MAX_SHOWN_PROBLEMS]:
-        problem = f"`{_where(item['loc'])}`: {item['msg']}"
+        problem = f"`{render_path(item['loc'])}`: {item['msg']}"
         if item["type"] != "missing":  # the input of a missing field is the whole object
             shown = repr(item.get("input"))
             problem += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
@@ -93,12 +85,18 @@ class _Call:
     """A validated invocation on its way through the gateway."""
 
     invocation: ToolInvocation
+    """The call as the node handed it over."""
     spec: ToolSpec
+    """The tool's contract."""
     args: BaseModel
+    """The validated arguments."""
     key: str
+    """Idempotency key (empty for read-only tools)."""
     secrets: Secrets
+    """The contract's secrets, resolved for this call."""
 
     def context(self, attempt: int = 1) -> ToolContext:
+        """What the tool receives besides its arguments on attempt `attempt`."""
         inv = self.invocation
         return ToolContext(
             tenant=inv.tenant,
@@ -113,6 +111,7 @@ class _Call:
         )
 
     def intent(self, key: str | None = None) -> EffectIntent:
+        """The call as the effect ledger records it (under `key`, default its own)."""
         inv = self.invocation
         return EffectIntent(
             key=key or self.key,
@@ -286,7 +285,7 @@ class ExecutionGateway:
                 outcome.failure,
                 scrub(outcome.message, call.secrets),
                 call.key,
-                code=outcome.code,
+                code=scrub(outcome.code, call.secrets) if outcome.code else None,
                 attempts=outcome.attempts,
                 ran=outcome.started,
             )
@@ -309,7 +308,11 @@ class ExecutionGateway:
         spec = call.spec
         if spec.simulate is not None:
             outcome = call_tool(
-                _simulation_of(spec), call.args, call.context, sleep=self._sleep, rng=self._rng
+                _simulation_of(spec, call.args),
+                call.args,
+                call.context,
+                sleep=self._sleep,
+                rng=self._rng,
             )
         else:
             would = {"shadow": True, "tool": spec.name, "args": call.args.model_dump(mode="json")}
@@ -341,13 +344,14 @@ class ExecutionGateway:
         )
 
 
-def _simulation_of(spec: ToolSpec) -> ToolSpec:
-    """`spec` with its simulation adapter in place of the implementation, tried once."""
+def _simulation_of(spec: ToolSpec, args: BaseModel) -> ToolSpec:
+    """`spec` with its simulation adapter (given `args`) in place of the implementation, tried
+    once; its latency budget and output contract still apply."""
     simulate = spec.simulate
     assert simulate is not None
 
-    def run_simulation(ctx: ToolContext, **kwargs: Any) -> Any:
-        return simulate(spec.input_model.model_construct(**kwargs), ctx)
+    def run_simulation(ctx: ToolContext, **_: Any) -> Any:
+        return simulate(args, ctx)
 
     return replace(spec, func=run_simulation, takes_context=True, retry=ToolRetry(attempts=1))
 

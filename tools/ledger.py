@@ -1,4 +1,5 @@
-"""The in-process effect ledger (reference implementation) and the claim rules all ledgers share."""
+"""The in-process effect ledger (reference implementation) and the claim rules and records all
+ledgers share."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from pathlib import Path
 
 from tools.base import Claim, Compensation, EffectIntent, EffectOutcome, EffectRecord
 
-__all__ = ["InMemoryEffectLedger", "decide_claim", "new_owner", "owner_is_dead"]
+__all__ = [
+    "InMemoryEffectLedger",
+    "decide_claim",
+    "in_doubt_outcome",
+    "new_owner",
+    "owner_is_dead",
+    "pending_record",
+    "shadow_record",
+]
 
 
 @cache
@@ -60,6 +69,39 @@ def owner_is_dead(owner: str) -> bool:
     return start != "?" and now_start is not None and now_start != start
 
 
+def pending_record(intent: EffectIntent, *, owner: str, lease_s: float, now: float) -> EffectRecord:
+    """The record of a first claim (`seq` 0 until the backend numbers it)."""
+    return EffectRecord(
+        intent=intent,
+        status="pending",
+        seq=0,
+        owner=owner,
+        lease_until=now + lease_s,
+        attempts=1,
+        started_at=now,
+    )
+
+
+def shadow_record(intent: EffectIntent, outcome: EffectOutcome, *, now: float) -> EffectRecord:
+    """The record of a shadow call (`seq` 0 until the backend numbers it)."""
+    return EffectRecord(
+        intent=intent,
+        status="shadow",
+        seq=0,
+        owner="shadow",
+        lease_until=now,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+        outcome=outcome,
+    )
+
+
+def in_doubt_outcome(detail: str) -> EffectOutcome:
+    """The outcome `mark_in_doubt` records: not ok, `detail` saying what a person must check."""
+    return EffectOutcome(ok=False, content=detail, error_kind="in_doubt")
+
+
 def decide_claim(
     record: EffectRecord | None,
     intent: EffectIntent,
@@ -74,16 +116,8 @@ def decide_claim(
     Returns the claim and whether its record must be written back.
     """
     if record is None:
-        fresh = EffectRecord(
-            intent=intent,
-            status="pending",
-            seq=next_seq,
-            owner=owner,
-            lease_until=now + lease_s,
-            attempts=1,
-            started_at=now,
-        )
-        return Claim(kind="acquired", record=fresh), True
+        fresh = pending_record(intent, owner=owner, lease_s=lease_s, now=now)
+        return Claim(kind="acquired", record=replace(fresh, seq=next_seq)), True
     if record.status in ("done", "in_doubt"):
         return Claim(kind=record.status, record=record), False
     if record.status == "pending" and record.lease_until > now and not owner_is_dead(record.owner):
@@ -144,7 +178,7 @@ class InMemoryEffectLedger:
             record = self._held(key, owner)
             if record is None:
                 return False
-            doubt = EffectOutcome(ok=False, content=detail, error_kind="in_doubt")
+            doubt = in_doubt_outcome(detail)
             self._records[key] = replace(record, status="in_doubt", outcome=doubt, finished_at=now)
             return True
 
@@ -160,17 +194,8 @@ class InMemoryEffectLedger:
         """See `EffectLedger.record_shadow`."""
         with self._lock:
             self._seq += 1
-            self._records[intent.key] = EffectRecord(
-                intent=intent,
-                status="shadow",
-                seq=self._seq,
-                owner="shadow",
-                lease_until=now,
-                attempts=1,
-                started_at=now,
-                finished_at=now,
-                outcome=outcome,
-            )
+            record = shadow_record(intent, outcome, now=now)
+            self._records[intent.key] = replace(record, seq=self._seq)
 
     def get(self, key: str) -> EffectRecord | None:
         """See `EffectLedger.get`."""
@@ -186,6 +211,8 @@ class InMemoryEffectLedger:
         limit: int = 1000,
     ) -> list[EffectRecord]:
         """See `EffectLedger.effects`."""
+        if limit <= 0:
+            return []
         with self._lock:
             found = [
                 r
@@ -195,7 +222,7 @@ class InMemoryEffectLedger:
                 and (tenant is None or r.intent.tenant == tenant)
             ]
         found.sort(key=lambda r: r.seq)
-        return found[-limit:] if limit else []
+        return found[-limit:]
 
     def compensate(self, key: str, compensation: Compensation) -> bool:
         """See `EffectLedger.compensate`."""

@@ -18,16 +18,10 @@ from tools.base import (
     EffectOutcome,
     EffectRecord,
 )
-from tools.ledger import owner_is_dead
-from tools.sqlite_ledger import (
-    dump_json,
-    pending_record,
-    record_fields,
-    record_from_fields,
-    shadow_record,
-)
+from tools.ledger import in_doubt_outcome, owner_is_dead, pending_record, shadow_record
+from tools.sqlite_ledger import dump_json, record_fields, record_from_fields
 
-__all__ = ["RedisEffectLedger", "redis_hint", "redis_url"]
+__all__ = ["RedisEffectLedger", "redis_client", "redis_hint", "redis_url"]
 
 # Scripts name index keys they build from the prefix, so the ledger needs a standalone (or
 # single-shard) Redis. KEYS: record, seq counter, then the all/run/thread/tenant indexes.
@@ -138,6 +132,15 @@ def redis_url(url_or_client: redis.Redis | str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def redis_client(url_or_client: redis.Redis | str, timeout_s: float) -> redis.Redis:
+    """A client for a `redis://` URL (socket timeouts `timeout_s`), or the given client as is."""
+    if not isinstance(url_or_client, str):
+        return url_or_client
+    return redis.Redis.from_url(
+        url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+
+
 def redis_hint(error: redis.exceptions.RedisError) -> str:
     """What to do about a failed Redis call."""
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
@@ -174,13 +177,7 @@ class RedisEffectLedger:
         self._owns = isinstance(url_or_client, str)
         self.url = redis_url(url_or_client)
         """Where the ledger lives (password hidden), as named in errors."""
-        self._client = (
-            redis.Redis.from_url(
-                url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-            if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        self._client = redis_client(url_or_client, timeout_s)
         self._prefix = prefix
         scripts = (_CLAIM, _SETTLE, _RELEASE, _SHADOW, _COMPENSATE, _EFFECTS)
         registered = [self._client.register_script(script) for script in scripts]
@@ -216,8 +213,7 @@ class RedisEffectLedger:
 
     def mark_in_doubt(self, key: str, *, owner: str, detail: str, now: float) -> bool:
         """See `EffectLedger.mark_in_doubt`."""
-        doubt = EffectOutcome(ok=False, content=detail, error_kind="in_doubt")
-        return self._set_status(key, owner, "in_doubt", doubt, now)
+        return self._set_status(key, owner, "in_doubt", in_doubt_outcome(detail), now)
 
     def _set_status(
         self, key: str, owner: str, status: str, outcome: EffectOutcome, now: float

@@ -7,7 +7,7 @@ import math
 import redis
 
 from tools.base import RateLimiterError
-from tools.redis_ledger import redis_hint, redis_url
+from tools.redis_ledger import redis_client, redis_hint, redis_url
 from tools.spec import RateLimit
 
 __all__ = ["RedisRateLimiter"]
@@ -55,13 +55,7 @@ class RedisRateLimiter:
         self._owns = isinstance(url_or_client, str)
         self.url = redis_url(url_or_client)
         """Where the buckets live (password hidden), as named in errors."""
-        self._client = (
-            redis.Redis.from_url(
-                url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-            if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        self._client = redis_client(url_or_client, timeout_s)
         self._prefix = prefix
         self._take = self._client.register_script(_TAKE)
 

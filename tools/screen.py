@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MAX_ARG_DEPTH", "MAX_KEY_CHARS", "screen_arguments"]
+__all__ = ["MAX_ARG_DEPTH", "MAX_KEY_CHARS", "render_path", "screen_arguments"]
 
 MAX_ARG_DEPTH = 8
 """Levels of objects and arrays allowed, the arguments object itself being level 1."""
@@ -105,7 +105,7 @@ def screen_arguments(args: object, *, max_chars: int = 16_000) -> str | None:
                     return _too_large(size, max_chars, (*path, key), len(value))
                 found = _BAD_TEXT.search(value)
                 if found is not None:
-                    return _bad_char(f"`{_render((*path, key))}`", found)
+                    return _bad_char(f"`{render_path((*path, key))}`", found)
                 continue
             if vtype is dict or vtype is list or isinstance(value, (dict, list, tuple)):
                 if depth >= MAX_ARG_DEPTH:
@@ -132,18 +132,20 @@ def _name_problem(key: object, path: tuple[_Segment, ...]) -> str:
     """What is wrong with an object key (an argument name) that failed the fast check."""
     if not isinstance(key, str):
         return (
-            f"argument names must be strings, but `{_render(path)}` has a key of type "
+            f"argument names must be strings, but `{render_path(path)}` has a key of type "
             f"{type(key).__name__} ({key!r:.40}); use the names from the tool schema"
         )
     if len(key) > MAX_KEY_CHARS:
         return (
-            f"an argument name in `{_render(path)}` is {len(key)} chars long (limit "
-            f"{MAX_KEY_CHARS}): `{_render((key,))}`; use the names from the tool schema"
+            f"an argument name in `{render_path(path)}` is {len(key)} chars long (limit "
+            f"{MAX_KEY_CHARS}): `{render_path((key,))}`; use the names from the tool schema"
         )
     found = _BAD_NAME.search(key)
     assert found is not None
     return _bad_char(
-        f"the argument name `{_render((*path, key))}`", found, "use the names from the tool schema"
+        f"the argument name `{render_path((*path, key))}`",
+        found,
+        "use the names from the tool schema",
     )
 
 
@@ -155,23 +157,23 @@ def _odd_value(value: object, where: tuple[_Segment, ...]) -> str | None:
         digits = int(value.bit_length() * 0.30103) + 1
         shown = str(value) if digits <= 40 else f"an integer of about {digits} digits"
         return (
-            f"`{_render(where)}` is {shown}, outside the signed 64-bit range ({_INT_MIN} to "
+            f"`{render_path(where)}` is {shown}, outside the signed 64-bit range ({_INT_MIN} to "
             f"{_INT_MAX}) that arguments must fit; send a smaller number"
         )
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         shown = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
-        return f"`{_render(where)}` is {shown}, not a finite number; send a real number"
+        return f"`{render_path(where)}` is {shown}, not a finite number; send a real number"
     return (
-        f"`{_render(where)}` holds a Python {type(value).__name__}, which JSON cannot carry; "
+        f"`{render_path(where)}` holds a Python {type(value).__name__}, which JSON cannot carry; "
         "send a string, number, boolean, null, array or object"
     )
 
 
 def _too_deep(where: tuple[_Segment, ...]) -> str:
     return (
-        f"`{_render(where)}` nests deeper than {MAX_ARG_DEPTH} levels of objects and arrays "
+        f"`{render_path(where)}` nests deeper than {MAX_ARG_DEPTH} levels of objects and arrays "
         "(the limit); flatten the arguments and call again"
     )
 
@@ -180,7 +182,7 @@ def _too_large(size: int, limit: int, where: tuple[_Segment, ...], own: int | No
     own_size = f", {own} chars on its own" if own is not None else ""
     return (
         f"arguments are at least {size} chars as JSON, over the limit of {limit} (crossed at "
-        f"`{_render(where)}`{own_size}); send less: shorten or split the value"
+        f"`{render_path(where)}`{own_size}); send less: shorten or split the value"
     )
 
 
@@ -208,8 +210,9 @@ def _describe(char: str) -> str:
     return f"U+{point:04X} {name}"
 
 
-def _render(path: tuple[_Segment, ...]) -> str:
-    """`items[2].name`; odd or long names quoted and shortened, never echoing raw controls."""
+def render_path(path: tuple[_Segment, ...]) -> str:
+    """`items[2].name`; odd or long names quoted and shortened, never echoing raw controls or
+    backticks (messages quote paths in backticks). The empty path is `(arguments)`."""
     if not path:
         return "(arguments)"
     out = []

@@ -76,6 +76,7 @@ def _names(value: object) -> bool:
 
 
 SHADOW_OFF = ShadowMode()
+"""No shadow mode: every call acts."""
 
 
 @dataclass(frozen=True, kw_only=True)

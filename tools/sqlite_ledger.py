@@ -20,16 +20,14 @@ from tools.base import (
     EffectOutcome,
     EffectRecord,
 )
-from tools.ledger import decide_claim
+from tools.ledger import decide_claim, in_doubt_outcome, pending_record, shadow_record
 from tools.spec import ToolConfigError
 
 __all__ = [
     "SqliteEffectLedger",
     "dump_json",
-    "pending_record",
     "record_fields",
     "record_from_fields",
-    "shadow_record",
 ]
 
 _SCHEMA = """
@@ -63,34 +61,6 @@ _HELD = "WHERE key = ? AND status = 'pending' AND owner = ?"
 def dump_json(value: Any) -> str:
     """Compact JSON; ASCII escapes keep lone surrogates (valid JSON text) storable as UTF-8."""
     return json.dumps(value, separators=(",", ":"))
-
-
-def pending_record(intent: EffectIntent, *, owner: str, lease_s: float, now: float) -> EffectRecord:
-    """The record of a first claim (`seq` 0 until the backend numbers it)."""
-    return EffectRecord(
-        intent=intent,
-        status="pending",
-        seq=0,
-        owner=owner,
-        lease_until=now + lease_s,
-        attempts=1,
-        started_at=now,
-    )
-
-
-def shadow_record(intent: EffectIntent, outcome: EffectOutcome, *, now: float) -> EffectRecord:
-    """The record of a shadow call (`seq` 0 until the backend numbers it)."""
-    return EffectRecord(
-        intent=intent,
-        status="shadow",
-        seq=0,
-        owner="shadow",
-        lease_until=now,
-        attempts=1,
-        started_at=now,
-        finished_at=now,
-        outcome=outcome,
-    )
 
 
 def record_fields(record: EffectRecord) -> dict[str, Any]:
@@ -199,8 +169,7 @@ class SqliteEffectLedger:
 
     def mark_in_doubt(self, key: str, *, owner: str, detail: str, now: float) -> bool:
         """See `EffectLedger.mark_in_doubt`."""
-        doubt = EffectOutcome(ok=False, content=detail, error_kind="in_doubt")
-        return self._settle(key, owner, "in_doubt", doubt, now)
+        return self._settle(key, owner, "in_doubt", in_doubt_outcome(detail), now)
 
     def _settle(
         self, key: str, owner: str, status: str, outcome: EffectOutcome, now: float

@@ -26,6 +26,7 @@ _Result = Literal["undone", "refused", "failed"]
 MAX_EFFECTS = 100_000
 """Effects looked at per run (a run has far fewer; the ledger returns the newest this many)."""
 MAX_DETAIL_CHARS = 2000
+"""A compensation's output or error is cut to this many characters in the record."""
 
 
 class UndoError(ValueError):
@@ -139,12 +140,18 @@ class _Undo:
     """One undo request, applied to a run's records one at a time."""
 
     gateway: ExecutionGateway
+    """Whose registry and effect ledger the run used."""
     by: str
+    """Who asks (recorded with each compensation)."""
     reason: str
+    """Why (recorded with each compensation)."""
     dry_run: bool
+    """Only report what would be undone."""
     clock: Callable[[], float]
+    """Wall time for the records and leases."""
 
     def one(self, record: EffectRecord) -> UndoEntry:
+        """Compensate `record` (at most once across undos) and say what became of it."""
         if record.compensation is not None and record.compensation.ok:
             return _entry(record, "already_undone", record.compensation.detail)
         spec = self.gateway.registry.get(record.intent.tool)
