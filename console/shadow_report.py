@@ -29,7 +29,6 @@ __all__ = [
     "GuardConfig",
     "ShadowReport",
     "TicketDiff",
-    "proposed_calls",
     "shadow_report",
 ]
 
@@ -129,7 +128,7 @@ def _outcome(answer: BaseMessage | None) -> str:
     return "replayed" if answer.artifact.get("replayed") else "ran"
 
 
-def proposed_calls(values: Mapping[str, Any], write_tools: frozenset[str]) -> list[ProposedCall]:
+def _proposed_calls(values: Mapping[str, Any], write_tools: frozenset[str]) -> list[ProposedCall]:
     """The side-effecting calls the latest run in `values` (a final graph state) proposed.
 
     The verdict is the guard's own (the first for the call): a reviewer's later decision shows
@@ -195,7 +194,7 @@ def _shadow_pass(
             for backend in (services.effects, services.kill_switch):
                 getattr(backend, "close", lambda: None)()
     return {
-        ticket: proposed_calls(state.values, SUPPORT_WORKFLOW.write_tools)
+        ticket: _proposed_calls(state.values, SUPPORT_WORKFLOW.write_tools)
         for ticket, state in states.items()
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 import redis
 
@@ -23,6 +23,7 @@ from guards.budget import (
     used_fraction,
 )
 from guards.errors import GuardConfigError
+from observability.endpoints import safe_url
 
 __all__ = ["DEFAULT_RESERVATION_TTL_S", "RedisBudgetLedger"]
 
@@ -112,25 +113,6 @@ def _reaching_redis(
     return call
 
 
-def _safe_url(url: str) -> str:
-    """`url` without its password (error messages end up in logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _client_url(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -169,13 +151,10 @@ class RedisBudgetLedger:
                 f"{reservation_ttl_s!r}. Hint: it must outlive any resume (default 7 days)."
             )
         self._owns_client = isinstance(client_or_url, str)
-        if isinstance(client_or_url, str):
-            self._client = redis.Redis.from_url(client_or_url)
-            url = _safe_url(client_or_url)
-        else:
-            self._client = client_or_url
-            url = _client_url(client_or_url)
-        self.url = url
+        self._client = (
+            redis.Redis.from_url(client_or_url) if isinstance(client_or_url, str) else client_or_url
+        )
+        self.url = safe_url(client_or_url)
         """Where the ledger lives (password hidden), as named in errors."""
         self._prefix = prefix
         self._ttl_ms = str(max(1, round(reservation_ttl_s * 1000)))

@@ -28,6 +28,7 @@ from guards.killswitch import (
     kill_event,
     target_keys,
 )
+from observability.endpoints import safe_url
 
 __all__ = ["RedisKillSwitch"]
 
@@ -108,7 +109,7 @@ class RedisKillSwitch:
         else:
             self._client = client_or_url
             self._owned = False
-        self.url = _display_url(self._client)
+        self.url = safe_url(self._client)
         """Where the kills live (password never shown)."""
         self.channel = channel or f"{prefix}:events"
         """Pub/sub channel that carries kill and lift events."""
@@ -306,16 +307,6 @@ def _encode(record: KillRecord) -> str:
             "at": record.at,
         }
     )
-
-
-def _display_url(client: redis.Redis) -> str:
-    """The client's address as a URL, without credentials."""
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
-    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-    return f"{scheme}://{host}:{port}/{kwargs.get('db', 0)}"
 
 
 def _glob_escape(text: str) -> str:

@@ -8,7 +8,6 @@ Trials are drawn from a seeded RNG: a fixed seed, so every CI run plays the same
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -29,6 +28,7 @@ from crash_worker import (
     resume,
     run_uncrashed,
 )
+from forks import FORKS
 
 from tools import DurabilityError
 
@@ -37,21 +37,6 @@ TRIALS_PER_MODE = 50
 EFFECTS_PER_TICKET = 3
 MODES = ("sync", "async")
 DEADLINE_S = 60.0
-FORKS = multiprocessing.get_context("forkserver")
-# Each worker forks from a server that imported LangGraph and the support graph once (~1 s
-# saved per process) and runs no threads of its own, unlike this test process. The server is
-# one per session, started by the first test that forks: test_effect_processes.py names the
-# same modules. Python 3.11's forkserver preloads without this process's sys.path, so the
-# worker modules (found via tests/) may be skipped silently: the packages they use are named.
-FORKSERVER_PRELOAD = [
-    "graphs.support",
-    "memory",
-    "langgraph.checkpoint.sqlite",
-    "redis",
-    "crash_worker",
-    "effect_worker",
-]
-FORKS.set_forkserver_preload(FORKSERVER_PRELOAD)
 
 
 @dataclass(frozen=True, kw_only=True)

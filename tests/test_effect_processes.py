@@ -20,22 +20,11 @@ from effect_worker import (
     open_ledger,
     read_counter,
 )
+from forks import FORKS
 
 from tools import SqliteEffectLedger
 
 ROUNDS = 20
-FORKS = multiprocessing.get_context("forkserver")
-# The session's forkserver is started by the first test that forks, with its preload: the
-# same list as in test_crash_resume.py, so either order forks from a fully loaded server.
-FORKSERVER_PRELOAD = [
-    "graphs.support",
-    "memory",
-    "langgraph.checkpoint.sqlite",
-    "redis",
-    "crash_worker",
-    "effect_worker",
-]
-FORKS.set_forkserver_preload(FORKSERVER_PRELOAD)
 
 
 @dataclass(frozen=True, kw_only=True)

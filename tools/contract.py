@@ -111,8 +111,8 @@ def tool_contract(
 ) -> Callable[[Callable[..., Any]], ToolSpec]:
     """Declare a function as a tool with a contract (see `ToolSpec` for each field).
 
-    The function's annotated parameters become the strict input model; a keyword-only `ctx`
-    parameter, if present, receives the `ToolContext`. A return annotation that is a pydantic
+    The function's annotated parameters become the strict input model; a `ctx` parameter, if
+    present, receives the `ToolContext`. A return annotation that is a pydantic
     model becomes the output model. The docstring's first paragraph is the description the
     model sees. `idempotent` defaults to True for read-only tools and False otherwise: declare
     it for a side-effecting tool that dedupes on `ctx.idempotency_key`.

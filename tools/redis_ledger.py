@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from observability.endpoints import safe_url
 from tools.base import (
     Claim,
     Compensation,
@@ -21,7 +21,7 @@ from tools.base import (
 from tools.ledger import in_doubt_outcome, owner_is_dead, pending_record, shadow_record
 from tools.sqlite_ledger import dump_json, record_fields, record_from_fields
 
-__all__ = ["RedisEffectLedger", "redis_client", "redis_hint", "redis_url"]
+__all__ = ["RedisEffectLedger", "redis_client", "redis_hint"]
 
 # Scripts name index keys they build from the prefix, so the ledger needs a standalone (or
 # single-shard) Redis. KEYS: record, seq counter, then the all/run/thread/tenant indexes.
@@ -115,23 +115,6 @@ return out
 """
 
 
-def redis_url(url_or_client: redis.Redis | str) -> str:
-    """Where a client or URL points, without its password (error messages end up in logs)."""
-    if not isinstance(url_or_client, str):
-        kwargs = url_or_client.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            return f"unix://{kwargs['path']}"
-        host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-        return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
-    parts = urlsplit(url_or_client)
-    if parts.password is None:
-        return url_or_client
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def redis_client(url_or_client: redis.Redis | str, timeout_s: float) -> redis.Redis:
     """A client for a `redis://` URL (socket timeouts `timeout_s`), or the given client as is."""
     if not isinstance(url_or_client, str):
@@ -175,7 +158,7 @@ class RedisEffectLedger:
         timeout_s: float = 5.0,
     ) -> None:
         self._owns = isinstance(url_or_client, str)
-        self.url = redis_url(url_or_client)
+        self.url = safe_url(url_or_client)
         """Where the ledger lives (password hidden), as named in errors."""
         self._client = redis_client(url_or_client, timeout_s)
         self._prefix = prefix

@@ -6,8 +6,9 @@ import math
 
 import redis
 
+from observability.endpoints import safe_url
 from tools.base import RateLimiterError
-from tools.redis_ledger import redis_client, redis_hint, redis_url
+from tools.redis_ledger import redis_client, redis_hint
 from tools.spec import RateLimit
 
 __all__ = ["RedisRateLimiter"]
@@ -53,7 +54,7 @@ class RedisRateLimiter:
         timeout_s: float = 5.0,
     ) -> None:
         self._owns = isinstance(url_or_client, str)
-        self.url = redis_url(url_or_client)
+        self.url = safe_url(url_or_client)
         """Where the buckets live (password hidden), as named in errors."""
         self._client = redis_client(url_or_client, timeout_s)
         self._prefix = prefix
