@@ -1,5 +1,70 @@
-"""Memory: checkpointed run state today; versioned short- and long-term memory in later layers."""
+"""Memory: checkpoints, and versioned, governed, tenant-walled short- and long-term memory."""
 
+from memory.base import CommitLog, LogEntry
 from memory.checkpoints import CheckpointerConfigError, open_checkpointer
+from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
+from memory.contract import (
+    DEFAULT_RETENTION,
+    ConflictPolicy,
+    Lineage,
+    MemoryContractError,
+    MemoryScope,
+    MemoryTags,
+    MissingTagsError,
+    RetentionClass,
+    Sensitivity,
+)
+from memory.embeddings import HashingEmbedder, embedder_from_name
+from memory.factory import in_memory, open_memory
+from memory.freshness import FreshnessRule, SourceMonitor, SourceStatus
+from memory.records import (
+    Change,
+    Commit,
+    CommitResult,
+    Conflict,
+    DiffEntry,
+    MemoryDiff,
+    MemoryRead,
+    MemoryRecord,
+    Recalled,
+)
+from memory.session import MemorySession
+from memory.versioned import MemorySnapshot, VersionedMemory
 
-__all__ = ["CheckpointerConfigError", "open_checkpointer"]
+__all__ = [
+    "DEFAULT_RETENTION",
+    "Change",
+    "CheckpointerConfigError",
+    "Commit",
+    "CommitLog",
+    "CommitResult",
+    "Conflict",
+    "ConflictPolicy",
+    "DiffEntry",
+    "FreshnessRule",
+    "HashingEmbedder",
+    "InMemoryCommitLog",
+    "Lineage",
+    "LogEntry",
+    "MemoryBackendError",
+    "MemoryContractError",
+    "MemoryDiff",
+    "MemoryRead",
+    "MemoryRecord",
+    "MemoryScope",
+    "MemorySession",
+    "MemorySnapshot",
+    "MemoryTags",
+    "MissingTagsError",
+    "Recalled",
+    "RetentionClass",
+    "Sensitivity",
+    "SourceMonitor",
+    "SourceStatus",
+    "SqliteCommitLog",
+    "VersionedMemory",
+    "embedder_from_name",
+    "in_memory",
+    "open_memory",
+    "open_checkpointer",
+]

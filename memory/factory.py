@@ -1,0 +1,141 @@
+"""Open a `VersionedMemory` on the configured backends: embedded SQLite, Redis, Weaviate."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
+
+from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
+from memory.contract import ConflictPolicy
+from memory.embeddings import embedder_from_name, embedding_dims
+from memory.freshness import SourceMonitor
+from memory.layout import INDEX_FIELDS
+from memory.versioned import VersionedMemory
+from observability.endpoints import safe_url
+
+__all__ = ["in_memory", "open_memory"]
+
+
+def _embedder(embedder: Embeddings | str) -> Embeddings:
+    return embedder_from_name(embedder) if isinstance(embedder, str) else embedder
+
+
+def _index(embedder: Embeddings) -> Any:
+    return {"dims": embedding_dims(embedder), "embed": embedder, "fields": INDEX_FIELDS}
+
+
+def in_memory(*, embedder: Embeddings | str = "hashing", **options: Any) -> VersionedMemory:
+    """Memory in this process only (tests, notebooks): `InMemoryStore`s and an in-memory log.
+
+    `options` go to `VersionedMemory` (retention, conflicts, monitor, clock).
+    """
+    index = _index(_embedder(embedder))
+    return VersionedMemory(
+        short=InMemoryStore(), long=InMemoryStore(index=index), log=InMemoryCommitLog(), **options
+    )
+
+
+@contextmanager
+def open_memory(
+    *,
+    home: Path | None = None,
+    redis_url: str | None = None,
+    weaviate_url: str | None = None,
+    embedder: Embeddings | str = "hashing",
+    conflicts: Mapping[str | tuple[str, ...], ConflictPolicy | str] | None = None,
+    monitor: SourceMonitor | None = None,
+    **options: Any,
+) -> Iterator[VersionedMemory]:
+    """Open memory on the configured backends and close them on exit.
+
+    - embedded (default): SQLite files under `home` (short-term store, long-term store with an
+      HNSW index, commit log);
+    - `redis_url`: `RedisStore` short-term and long-term (vector index) and a Redis commit log;
+    - `weaviate_url`: the long-term tier in Weaviate (one Weaviate tenant per tenant); the
+      short-term tier and the log stay on Redis if configured, else SQLite.
+
+    Raises:
+        MemoryBackendError: a backend cannot be reached or opened (says which and what to do).
+    """
+    embeddings = _embedder(embedder)
+    with ExitStack() as stack:
+        if redis_url:
+            short, long, log = _redis_tiers(stack, redis_url, embeddings)
+        elif home is not None:
+            short, long, log = _sqlite_tiers(stack, home, embeddings)
+        else:
+            raise MemoryBackendError(
+                "no memory backend configured: pass home= (embedded) or redis_url="
+            )
+        if weaviate_url:
+            from memory.weaviate_store import WeaviateStore
+
+            long = stack.enter_context(WeaviateStore.from_url(weaviate_url, index=_index(embeddings)))
+            long.setup()
+        yield VersionedMemory(
+            short=short, long=long, log=log, conflicts=conflicts, monitor=monitor, **options
+        )
+
+
+def _sqlite_tiers(
+    stack: ExitStack, home: Path, embeddings: Embeddings
+) -> tuple[BaseStore, BaseStore, SqliteCommitLog]:
+    from langgraph.store.sqlite import SqliteStore
+
+    from memory.indexed_store import IndexedStore
+
+    folder = home / "memory"
+    stores = []
+    for name in ("short", "long"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(folder / f"{name}.sqlite", check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as error:
+            raise MemoryBackendError(
+                f"cannot open the memory store {str(folder / name)!r}.sqlite ({error}); check "
+                "the folder is writable or set BASTION_HOME to one that is"
+            ) from error
+        stack.callback(conn.close)
+        store = SqliteStore(conn)
+        store.setup()
+        stores.append(store)
+    log = SqliteCommitLog(folder / "log.sqlite")
+    stack.callback(log.close)
+    return stores[0], IndexedStore(stores[1], index=_index(embeddings)), log
+
+
+def _redis_tiers(
+    stack: ExitStack, url: str, embeddings: Embeddings
+) -> tuple[BaseStore, BaseStore, Any]:
+    import redis
+    from langgraph.store.redis import RedisStore
+
+    from memory.redis_commitlog import RedisCommitLog
+
+    client = redis.Redis.from_url(url)
+    stack.callback(client.close)
+    try:
+        client.ping()
+        short = RedisStore(client, store_prefix="bastion_short", vector_prefix="bastion_short_v")
+        short.setup()
+        long = RedisStore(
+            client,
+            index=_index(embeddings),
+            store_prefix="bastion_long",
+            vector_prefix="bastion_long_v",
+        )
+        long.setup()
+    except (redis.exceptions.RedisError, OSError) as error:
+        raise MemoryBackendError(
+            f"cannot use Redis at {safe_url(url)} for memory ({error}). Start Redis 8 with the "
+            "JSON and search modules, or unset BASTION_REDIS_URL to use the embedded store"
+        ) from error
+    return short, long, RedisCommitLog(client)
