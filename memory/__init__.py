@@ -14,9 +14,10 @@ from memory.contract import (
     RetentionClass,
     Sensitivity,
 )
-from memory.embeddings import HashingEmbedder, embedder_from_name
+from memory.embeddings import HashingEmbedder, embedder_from_name, embedding_dims
 from memory.factory import in_memory, open_memory
 from memory.freshness import FreshnessRule, SourceMonitor, SourceStatus
+from memory.minilm import MiniLMEmbedder
 from memory.records import (
     Change,
     Commit,
@@ -28,6 +29,7 @@ from memory.records import (
     MemoryRecord,
     Recalled,
 )
+from memory.redis_commitlog import RedisCommitLog
 from memory.session import MemorySession
 from memory.versioned import MemorySnapshot, VersionedMemory
 
@@ -55,8 +57,10 @@ __all__ = [
     "MemorySession",
     "MemorySnapshot",
     "MemoryTags",
+    "MiniLMEmbedder",
     "MissingTagsError",
     "Recalled",
+    "RedisCommitLog",
     "RetentionClass",
     "Sensitivity",
     "SourceMonitor",
@@ -64,7 +68,8 @@ __all__ = [
     "SqliteCommitLog",
     "VersionedMemory",
     "embedder_from_name",
+    "embedding_dims",
     "in_memory",
-    "open_memory",
     "open_checkpointer",
+    "open_memory",
 ]

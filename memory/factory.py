@@ -55,8 +55,8 @@ def open_memory(
 ) -> Iterator[VersionedMemory]:
     """Open memory on the configured backends and close them on exit.
 
-    - embedded (default): SQLite files under `home` (short-term store, long-term store with an
-      HNSW index, commit log);
+    - embedded (default): SQLite files in the folder `home` (short-term store, long-term
+      store with an HNSW index, commit log);
     - `redis_url`: `RedisStore` short-term and long-term (vector index) and a Redis commit log;
     - `weaviate_url`: the long-term tier in Weaviate (one Weaviate tenant per tenant); the
       short-term tier and the log stay on Redis if configured, else SQLite.
@@ -77,7 +77,9 @@ def open_memory(
         if weaviate_url:
             from memory.weaviate_store import WeaviateStore
 
-            long = stack.enter_context(WeaviateStore.from_url(weaviate_url, index=_index(embeddings)))
+            long = stack.enter_context(
+                WeaviateStore.from_url(weaviate_url, index=_index(embeddings))
+            )
             long.setup()
         yield VersionedMemory(
             short=short, long=long, log=log, conflicts=conflicts, monitor=monitor, **options
@@ -91,7 +93,7 @@ def _sqlite_tiers(
 
     from memory.indexed_store import IndexedStore
 
-    folder = home / "memory"
+    folder = home
     stores = []
     for name in ("short", "long"):
         try:
