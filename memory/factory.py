@@ -22,6 +22,9 @@ from observability.endpoints import safe_url
 
 __all__ = ["in_memory", "open_memory"]
 
+# Retention decides when a record expires; a read must not push its expiry back.
+_NO_SLIDING_TTL: Any = {"refresh_on_read": False}
+
 
 def _embedder(embedder: Embeddings | str) -> Embeddings:
     return embedder_from_name(embedder) if isinstance(embedder, str) else embedder
@@ -48,6 +51,7 @@ def open_memory(
     home: Path | None = None,
     redis_url: str | None = None,
     weaviate_url: str | None = None,
+    weaviate_collection: str = "BastionMemory",
     embedder: Embeddings | str = "hashing",
     conflicts: Mapping[str | tuple[str, ...], ConflictPolicy | str] | None = None,
     monitor: SourceMonitor | None = None,
@@ -126,11 +130,15 @@ def _redis_tiers(
     stack.callback(client.close)
     try:
         client.ping()
-        short = RedisStore(client, store_prefix="bastion_short", vector_prefix="bastion_short_v")
+        short = RedisStore(
+            client, ttl=_NO_SLIDING_TTL, store_prefix="bastion_short",
+            vector_prefix="bastion_short_v",
+        )  # fmt: skip
         short.setup()
         long = RedisStore(
             client,
             index=_index(embeddings),
+            ttl=_NO_SLIDING_TTL,
             store_prefix="bastion_long",
             vector_prefix="bastion_long_v",
         )
