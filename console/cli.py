@@ -15,6 +15,7 @@ from rich.console import Console
 
 from console.demo import demo_json, load_tickets, print_report, run_demo
 from console.guard_commands import add_guard_commands, run_guard_command
+from console.memory_commands import add_memory_commands, run_memory_command
 from console.review import TerminalReviewer
 from console.runner import Reviewer, run_to_end
 from console.tool_commands import TOOL_COMMANDS, add_tool_commands, run_tool_command
@@ -27,7 +28,7 @@ from graphs.support import (
     support_builder,
 )
 from guards import BudgetBackendError, KillSwitchBackendError
-from memory import CheckpointerConfigError, open_checkpointer
+from memory import CheckpointerConfigError, MemoryBackendError, open_checkpointer
 from nodes import ModelConfigError
 from tools import EffectLedgerError
 
@@ -66,7 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (demo, run):
         sub.add_argument("--tenant", help="tenant id (default: BASTION_TENANT or `demo`)")
         sub.add_argument("--reviewer-name", default="operator", help="recorded as the reviewer")
-    for sub in (demo, run, *add_guard_commands(commands), *add_tool_commands(commands)):
+    for sub in (
+        demo,
+        run,
+        *add_guard_commands(commands),
+        *add_tool_commands(commands),
+        *add_memory_commands(commands),
+    ):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -155,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 120)
     try:
         settings = Settings.from_env()
-        handler = {"demo": _demo, "run": _run}.get(args.command) or (
+        handler = {"demo": _demo, "run": _run, "memory": run_memory_command}.get(args.command) or (
             run_tool_command if args.command in TOOL_COMMANDS else run_guard_command
         )
         return handler(args, settings, console)
@@ -167,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BudgetBackendError,
         KillSwitchBackendError,
         EffectLedgerError,
+        MemoryBackendError,
     ) as error:
         if args.json:
             print(json.dumps({"error": str(error), "type": type(error).__name__}))

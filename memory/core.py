@@ -22,6 +22,7 @@ from memory.contract import (
     MemoryTags,
     RetentionClass,
     Tier,
+    check_key,
     check_namespace,
     sensitivity_rank,
 )
@@ -432,6 +433,7 @@ class MemoryCore:
     def get(self, scope: MemoryScope, namespace: Sequence[str], key: str) -> MemoryRecord | None:
         """The current version of a record, if this scope may see it."""
         namespace = check_namespace(tuple(namespace))
+        check_key(key)
         self.catch_up(scope.tenant)
         payload, _ = self._current(scope.tenant, [(namespace, key)])[(namespace, key)]
         if payload is None:
@@ -483,12 +485,13 @@ class MemoryCore:
     ) -> list[Recalled]:
         kept: list[Recalled] = []
         page, offset = max(limit * 3, 16), 0
-        while len(kept) < limit:
+        while query is None or len(kept) < limit:  # stores keep no time order: read all
             items = store.search(
                 prefix, query=query, filter=dict(filter) if filter else None, limit=page,
                 offset=offset,
             )  # fmt: skip
-            kept += self.govern(scope, items, statuses)
+            inside = [i for i in items if tuple(i.namespace[: len(prefix)]) == prefix]
+            kept += self.govern(scope, inside, statuses)  # a store may match `crm` to `crmx`
             if len(items) < page:
                 break
             offset += page
