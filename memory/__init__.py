@@ -30,6 +30,7 @@ from memory.records import (
     Recalled,
 )
 from memory.redis_commitlog import RedisCommitLog
+from memory.redis_store import RedisMemoryStore
 from memory.session import MemorySession
 from memory.versioned import MemorySnapshot, VersionedMemory
 
@@ -61,6 +62,7 @@ __all__ = [
     "MissingTagsError",
     "Recalled",
     "RedisCommitLog",
+    "RedisMemoryStore",
     "RetentionClass",
     "Sensitivity",
     "SourceMonitor",

@@ -58,6 +58,23 @@ class CommitLog(Protocol):
         """Record that commits up to `seq` are applied; never moves backwards."""
         ...
 
+    def claim_projection(self, tenant: str, owner: str, lease_s: float) -> bool:
+        """Become the one writer applying `tenant`'s commits to the stores, for `lease_s`
+        seconds (or extend the lease `owner` already holds).
+
+        Applying is check-then-put on stores without compare-and-set; two appliers could put
+        an older version over a newer one, so only the lease holder applies. A holder that
+        died loses the lease when it runs out.
+
+        Returns:
+            True when `owner` holds the lease; False while someone else does.
+        """
+        ...
+
+    def release_projection(self, tenant: str, owner: str) -> None:
+        """Give the lease back (a no-op unless `owner` holds it)."""
+        ...
+
     def tenants(self) -> list[str]:
         """Tenants with at least one commit (for retention sweeps)."""
         ...

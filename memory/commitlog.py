@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class InMemoryCommitLog:
         self._ids: dict[str, list[str]] = {}
         self._seqs: dict[str, dict[str, int]] = {}
         self._projected: dict[str, int] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
 
     def head(self, tenant: str) -> LogEntry | None:
         with self._lock:  # length and last id read together, never across an append
@@ -74,6 +76,20 @@ class InMemoryCommitLog:
         with self._lock:
             self._projected[tenant] = max(self._projected.get(tenant, 0), seq)
 
+    def claim_projection(self, tenant: str, owner: str, lease_s: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            holder, until = self._leases.get(tenant, (owner, 0.0))
+            if holder != owner and until > now:
+                return False
+            self._leases[tenant] = (owner, now + lease_s)
+            return True
+
+    def release_projection(self, tenant: str, owner: str) -> None:
+        with self._lock:
+            if self._leases.get(tenant, ("", 0.0))[0] == owner:
+                del self._leases[tenant]
+
     def tenants(self) -> list[str]:
         with self._lock:
             return sorted(self._ids)
@@ -89,6 +105,9 @@ CREATE TABLE IF NOT EXISTS memory_log (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS memory_log_id ON memory_log (tenant, commit_id);
 CREATE TABLE IF NOT EXISTS memory_projected (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_projector (
+    tenant TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+);
 """
 
 _INHERITED: list[sqlite3.Connection] = []
@@ -181,6 +200,25 @@ class SqliteCommitLog:
             "INSERT INTO memory_projected (tenant, seq) VALUES (?, MAX(?, 0)) "
             "ON CONFLICT(tenant) DO UPDATE SET seq = MAX(seq, excluded.seq)",
             (tenant, seq),
+        )
+
+    def claim_projection(self, tenant: str, owner: str, lease_s: float) -> bool:
+        now = time.time()  # wall clock: the lease is shared between processes
+        rows = self._query(
+            "claim the projection lease",
+            "INSERT INTO memory_projector (tenant, owner, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT(tenant) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+            "WHERE memory_projector.owner = excluded.owner OR memory_projector.expires < ? "
+            "RETURNING owner",
+            (tenant, owner, now + lease_s, now),
+        )
+        return bool(rows) and rows[0][0] == owner
+
+    def release_projection(self, tenant: str, owner: str) -> None:
+        self._query(
+            "release the projection lease",
+            "DELETE FROM memory_projector WHERE tenant = ? AND owner = ?",
+            (tenant, owner),
         )
 
     def tenants(self) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +33,7 @@ from memory.layout import (
     INDEX_FIELDS,
     commit_from,
     commit_payload,
+    matches_filter,
     ns_of,
     record_from,
     record_payload,
@@ -42,6 +45,7 @@ from memory.records import Change, Commit, CommitResult, Conflict, MemoryRecord,
 __all__ = ["Key", "MemoryCore", "Staged"]
 
 Key = tuple[tuple[str, ...], str]
+_LEASE_POLL_S = 0.002
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +80,8 @@ class MemoryCore:
         default_conflict: policy of namespaces without one.
         monitor: freshness rules per source; None checks no freshness.
         clock: seconds since the epoch (injectable for tests).
+        max_attempts: commit attempts before giving up when writers keep racing.
+        lease_s: how long a writer may take to apply a commit before another may take over.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class MemoryCore:
         monitor: SourceMonitor | None = None,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 64,
+        lease_s: float = 30.0,
     ) -> None:
         self.short, self.long = short, long if long is not None else short
         self.log = log
@@ -102,8 +109,8 @@ class MemoryCore:
         self.monitor = monitor or SourceMonitor(clock=clock)
         self.clock = clock
         self._max_attempts = max_attempts
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._lease_s = lease_s
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -329,18 +336,37 @@ class MemoryCore:
     def catch_up(
         self, tenant: str, *, known: Mapping[str, list[MemoryRecord]] | None = None
     ) -> LogEntry | None:
-        """Apply accepted commits not yet applied to the stores (after a writer crashed between
-        its append and its projection, or another process wrote). Returns the log head."""
+        """Apply accepted commits not yet applied to the stores (another process wrote, or a
+        writer crashed between its append and applying it). Returns the log head.
+
+        Only the holder of the log's projection lease applies, in log order, so a slow
+        applier can never put an older version over a newer one.
+        """
         head = self.log.head(tenant)
         if head is None or self.log.projected(tenant) >= head.seq:
             return head
-        with self._lock(tenant):
-            for entry in self.log.entries(tenant, after=self.log.projected(tenant), upto=head.seq):
+        owner = f"{self._owner}:{threading.get_ident()}"
+        waited = 0.0
+        while not self.log.claim_projection(tenant, owner, self._lease_s):
+            if self.log.projected(tenant) >= head.seq:
+                return head  # the holder applied our commit too
+            if waited > 2 * self._lease_s:
+                raise MemoryBackendError(
+                    f"memory of tenant {tenant!r} is being applied by another writer that "
+                    f"has not finished in {waited:.0f}s; retry, or check for a hung process"
+                )
+            time.sleep(_LEASE_POLL_S)  # backoff while another writer applies
+            waited += _LEASE_POLL_S
+        try:
+            done = self.log.projected(tenant)
+            for entry in self.log.entries(tenant, after=done, upto=head.seq):
                 records = (known or {}).get(entry.commit_id)
                 if records is None:
                     records = self.load_versions(tenant, entry.commit_id)
                 self._project(tenant, records)
                 self.log.mark_projected(tenant, entry.seq)
+        finally:
+            self.log.release_projection(tenant, owner)
         return head
 
     def load_commit(self, tenant: str, commit_id: str) -> Commit:
@@ -416,10 +442,6 @@ class MemoryCore:
             return None
         return max((record.expires_at - record.written_at) / 60.0, 1.0)
 
-    def _lock(self, tenant: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(tenant, threading.Lock())
-
     def _observe_sources(self, scope: MemoryScope, records: list[MemoryRecord]) -> None:
         for record in records:
             if not record.deleted:
@@ -456,7 +478,10 @@ class MemoryCore:
         """Records this scope may see, closest to `query` first (newest first without one).
 
         Reads are filtered by tenant (the namespace prefix), purpose, clearance, retention and
-        source freshness; hidden records never count towards `limit`.
+        source freshness; hidden records never count towards `limit`. `filter` compares the
+        record's value fields (`{"plan": "pro"}`, `{"score": {"$gte": 3}}`), and its tags
+        `source`, `purpose`, `retention`, `sensitivity` and `author` where the value has no
+        field of that name.
         """
         if limit < 1:
             raise MemoryContractError(f"recall limit must be at least 1; got {limit}")
@@ -486,12 +511,10 @@ class MemoryCore:
         kept: list[Recalled] = []
         page, offset = max(limit * 3, 16), 0
         while query is None or len(kept) < limit:  # stores keep no time order: read all
-            items = store.search(
-                prefix, query=query, filter=dict(filter) if filter else None, limit=page,
-                offset=offset,
-            )  # fmt: skip
+            items = store.search(prefix, query=query, limit=page, offset=offset)
             inside = [i for i in items if tuple(i.namespace[: len(prefix)]) == prefix]
-            kept += self.govern(scope, inside, statuses)  # a store may match `crm` to `crmx`
+            hits = self.govern(scope, inside, statuses)  # a store may match `crm` to `crmx`
+            kept += [hit for hit in hits if not filter or matches_filter(_fields(hit), filter)]
             if len(items) < page:
                 break
             offset += page
@@ -540,3 +563,16 @@ class MemoryCore:
             return None
         record = record_from(namespace[2:], value)
         return Recalled(record=record, score=score, stale=verdict == "stale")
+
+
+def _fields(hit: Recalled) -> dict[str, Any]:
+    """What a recall filter sees: the record's tags, overlaid by its value's fields."""
+    record = hit.record
+    tags = {
+        "source": record.tags.lineage.source,
+        "purpose": record.tags.purpose,
+        "retention": record.tags.retention,
+        "sensitivity": record.tags.sensitivity,
+        "author": record.author,
+    }
+    return {**tags, **(record.value or {})}

@@ -61,7 +61,9 @@ def open_memory(
 
     - embedded (default): SQLite files in the folder `home` (short-term store, long-term
       store with an HNSW index, commit log);
-    - `redis_url`: `RedisStore` short-term and long-term (vector index) and a Redis commit log;
+    - `redis_url`: `RedisMemoryStore`s on one Redis (needs the search module): short-term
+      under `bastion:short`, long-term under `bastion:long` with an HNSW vector index, and a
+      Redis commit log;
     - `weaviate_url`: the long-term tier in Weaviate (one Weaviate tenant per tenant); the
       short-term tier and the log stay on Redis if configured, else SQLite.
 
@@ -102,7 +104,9 @@ def _sqlite_tiers(
     for name in ("short", "long"):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(folder / f"{name}.sqlite", check_same_thread=False)
+            conn = sqlite3.connect(
+                folder / f"{name}.sqlite", check_same_thread=False, isolation_level=None
+            )
             conn.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as error:
             raise MemoryBackendError(
@@ -122,30 +126,23 @@ def _redis_tiers(
     stack: ExitStack, url: str, embeddings: Embeddings
 ) -> tuple[BaseStore, BaseStore, Any]:
     import redis
-    from langgraph.store.redis import RedisStore
 
     from memory.redis_commitlog import RedisCommitLog
+    from memory.redis_store import RedisMemoryStore
 
     client = redis.Redis.from_url(url)
     stack.callback(client.close)
     try:
         client.ping()
-        short = RedisStore(
-            client, ttl=_NO_SLIDING_TTL, store_prefix="bastion_short",
-            vector_prefix="bastion_short_v",
-        )  # fmt: skip
-        short.setup()
-        long = RedisStore(
-            client,
-            index=_index(embeddings),
-            ttl=_NO_SLIDING_TTL,
-            store_prefix="bastion_long",
-            vector_prefix="bastion_long_v",
-        )
-        long.setup()
     except (redis.exceptions.RedisError, OSError) as error:
         raise MemoryBackendError(
-            f"cannot use Redis at {safe_url(url)} for memory ({error}). Start Redis 8 with the "
-            "JSON and search modules, or unset BASTION_REDIS_URL to use the embedded store"
+            f"cannot use Redis at {safe_url(url)} for memory ({error}). Start Redis 8 (or Redis "
+            "Stack) with the search module, or unset BASTION_REDIS_URL to use the embedded store"
         ) from error
+    short = RedisMemoryStore(client, prefix="bastion:short", ttl=_NO_SLIDING_TTL)
+    long = RedisMemoryStore(
+        client, prefix="bastion:long", index=_index(embeddings), ttl=_NO_SLIDING_TTL
+    )
+    for store in (short, long):
+        store.setup()  # raises MemoryBackendError naming the server and what to do
     return short, long, RedisCommitLog(client)

@@ -85,13 +85,13 @@ class SourceMonitor:
                 source=source, enabled=True, reason="first write", changed_by=by,
                 changed_at=now, last_write=now, fields=fields,
             )  # fmt: skip
-        elif rule and rule.check_shape and status.enabled and fields != status.fields:
+        elif rule and rule.check_shape and status.enabled and status.fields not in ((), fields):
             status = _replace(
                 status, enabled=False, changed_by=by, changed_at=now, last_write=now,
                 reason=f"drift: fields {list(fields)} differ from {list(status.fields)}",
             )  # fmt: skip
         else:
-            status = _replace(status, last_write=now)
+            status = _replace(status, last_write=now, fields=status.fields or fields)
         self._save(store, tenant, status)
 
     def set_enabled(

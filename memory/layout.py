@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from langgraph.store.base import BaseStore, Item
+from langgraph.store.memory import _compare_values  # the operators InMemoryStore supports
 
 from memory.contract import Lineage, MemoryTags
 from memory.records import Change, Commit, MemoryRecord
@@ -27,6 +28,7 @@ __all__ = [
     "all_items",
     "commit_from",
     "commit_payload",
+    "matches_filter",
     "ns_of",
     "record_from",
     "record_payload",
@@ -181,3 +183,9 @@ def all_items(
         items.extend(batch)
         if len(batch) < page:
             return items
+
+
+def matches_filter(value: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
+    """Whether a value passes a store filter (`$eq $ne $gt $gte $lt $lte`, nested equality),
+    with the semantics of LangGraph's `InMemoryStore`."""
+    return not filter or all(_compare_values(value.get(k), v) for k, v in filter.items())

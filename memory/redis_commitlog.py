@@ -30,6 +30,19 @@ local seq = tonumber(ARGV[1])
 if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.call('SET', KEYS[1], seq) end
 """
 
+# KEYS: lease. ARGV: owner, lease ms. Taken when free or already ours; it expires on its own.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: owner. Deleted only by its holder.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -46,8 +59,9 @@ class RedisCommitLog:
     `InMemoryCommitLog` (the conformance suite runs both). Each call is one round trip.
 
     Layout under `prefix`, per tenant: `log:<tenant>` (list of commit ids, position = index
-    + 1), `ids:<tenant>` (hash commit id -> position), `projected:<tenant>` (a number); and
-    `tenants` (set of tenants with a commit). Nothing expires.
+    + 1), `ids:<tenant>` (hash commit id -> position), `projected:<tenant>` (a number),
+    `projector:<tenant>` (the projection lease, expiring); and `tenants` (set of tenants
+    with a commit).
 
     Args:
         url_or_client: a `redis://` URL (the log opens a client; `close()` closes it) or a
@@ -75,6 +89,8 @@ class RedisCommitLog:
         self._prefix = prefix
         self._append = self._client.register_script(_APPEND)
         self._mark = self._client.register_script(_MARK)
+        self._claim = self._client.register_script(_CLAIM)
+        self._release = self._client.register_script(_RELEASE)
 
     def head(self, tenant: str) -> LogEntry | None:
         """See `CommitLog.head`. Length and last id come from one MULTI, so they agree."""
@@ -118,6 +134,17 @@ class RedisCommitLog:
         """See `CommitLog.mark_projected`."""
         with self._backend("mark the projected position of", tenant):
             self._mark((self._key("projected", tenant),), (int(seq),))
+
+    def claim_projection(self, tenant: str, owner: str, lease_s: float) -> bool:
+        """See `CommitLog.claim_projection`."""
+        with self._backend("claim the projection lease of", tenant):
+            lease_ms = max(int(lease_s * 1000), 1)
+            return bool(self._claim((self._key("projector", tenant),), (owner, lease_ms)))
+
+    def release_projection(self, tenant: str, owner: str) -> None:
+        """See `CommitLog.release_projection`."""
+        with self._backend("release the projection lease of", tenant):
+            self._release((self._key("projector", tenant),), (owner,))
 
     def tenants(self) -> list[str]:
         """See `CommitLog.tenants`."""

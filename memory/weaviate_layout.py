@@ -23,10 +23,10 @@ from langgraph.store.base import (
 )
 
 # InMemoryStore's own filter semantics, reused so both stores agree exactly.
-from langgraph.store.memory import _compare_values
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.query import Filter, Sort
 
+from memory.layout import matches_filter
 from observability.endpoints import safe_url
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "decode_namespace",
     "encode_namespace",
     "list_scope",
-    "matches_filter",
     "namespace_prefixes",
     "object_uuid",
     "parse_weaviate_url",
@@ -94,11 +93,6 @@ def object_uuid(namespace: Sequence[str], key: str) -> uuid.UUID:
 def seq_of(object_id: uuid.UUID) -> float:
     """A 52-bit sort key of an object id, exact as a float (gRPC sends numbers as doubles)."""
     return float(object_id.int >> 76)
-
-
-def matches_filter(value: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
-    """Whether a value passes a store filter (`$eq $ne $gt $gte $lt $lte`, nested equality)."""
-    return not filter or all(_compare_values(value.get(k), v) for k, v in filter.items())
 
 
 def search_tenant(namespace_prefix: Sequence[str]) -> str:

@@ -31,13 +31,13 @@ from weaviate.connect import ConnectionParams
 
 from memory.commitlog import MemoryBackendError
 from memory.embeddings import HashingEmbedder
+from memory.layout import matches_filter
 from memory.weaviate_layout import (
     check_tenant_name,
     collection_config,
     decode_namespace,
     encode_namespace,
     list_scope,
-    matches_filter,
     namespace_prefixes,
     object_uuid,
     parse_weaviate_url,
