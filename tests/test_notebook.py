@@ -1,4 +1,4 @@
-"""notebooks/quickstart.ipynb runs top to bottom in a fresh kernel and shows what it says."""
+"""The notebooks (quickstart, memory) run top to bottom in a fresh kernel and show what they say."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from nbformat import NotebookNode
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
+MEMORY_NOTEBOOK = REPO / "notebooks" / "memory.ipynb"
 CELL_TIMEOUT_S = 120
 
 # The notebook is offline by design; make sure nothing in the kernel tries to trace remotely.
@@ -44,10 +45,9 @@ def _cell(nb: NotebookNode, marker: str) -> NotebookNode:
     return matches[0]
 
 
-@pytest.fixture(scope="module")
-def executed() -> NotebookNode:
-    """The quickstart, executed in memory (the file on disk is left as it is)."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+def _execute(path: Path) -> NotebookNode:
+    """A notebook, executed in memory in a fresh kernel (the file on disk is left as it is)."""
+    nb = nbformat.read(path, as_version=4)
     env = {k: v for k, v in os.environ.items() if k not in _SECRETS}
     env.update(_OFFLINE)
     client = NotebookClient(
@@ -60,8 +60,15 @@ def executed() -> NotebookNode:
     return nb
 
 
-def test_quickstart_is_saved_valid_and_without_outputs() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.fixture(scope="module")
+def executed() -> NotebookNode:
+    """The quickstart, executed."""
+    return _execute(NOTEBOOK)
+
+
+@pytest.mark.parametrize("path", [NOTEBOOK, MEMORY_NOTEBOOK], ids=lambda path: path.stem)
+def test_notebook_is_saved_valid_and_without_outputs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and any(c.cell_type == "markdown" for c in nb.cells)
@@ -95,3 +102,46 @@ def test_quickstart_runs_and_shows_outcome_history_and_approval(executed: Notebo
     assert "ACC-1 status: closed" in final
     assert "final outcome: resolved" in final
     assert "closed for tenant acme" in final
+
+
+@pytest.mark.slow
+def test_memory_notebook_shows_a_commit_a_diff_and_a_revert() -> None:
+    executed = _execute(MEMORY_NOTEBOOK)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+
+    first = _text(_cell(executed, '"learned from ticket T01"'))
+    assert "(#1) by agent:support: 3 changes" in first
+    assert "put customers/alice contact v1" in first
+    assert "missing tag(s) purpose" in _text(_cell(executed, "MissingTagsError as error"))
+
+    recall = _text(_cell(executed, "memory.recall(support")).splitlines()
+    assert "contact" in recall[0] and "by email" in recall[0], "the closest record ranks first"
+    assert "billing purpose sees: []" in recall and "tenant globex sees: []" in recall
+
+    episode = _text(_cell(executed, '"learned from ticket T07"'))
+    assert (
+        "(#2) by agent:triage" in episode and "contact now: Alice wants phone calls only" in episode
+    )
+
+    diff = _text(_cell(executed, "memory.diff(")).splitlines()
+    assert diff == [
+        "changed  contact  'Alice wants to be contacted by email' -> "
+        "'Alice wants phone calls only'",
+        "added    vip      None -> 'Alice is a VIP: refund without asking'",
+    ]
+
+    revert = _text(_cell(executed, "memory.revert("))
+    assert revert.startswith("committed: commit ") and "(#3) revert " in revert
+    assert "contact now: Alice wants to be contacted by email" in revert
+    assert "vip now: None" in revert
+
+    history = _text(_cell(executed, "memory.history(")).splitlines()
+    contact = [line for line in history if line[:2] in ("v1", "v2", "v3")]
+    assert [line.split()[2] for line in contact] == ["agent:support", "agent:triage", "human:lee"]
+    assert contact[0].endswith("by email") and contact[1].endswith("phone calls only")
+    assert contact[2].endswith("by email"), "the revert restored the first version"
+    assert "vip v2 deleted=True None" in history, "the added key was deleted by a tombstone"
+    assert "as of the bad commit: Alice wants phone calls only" in history
+    assert "keys as of the first commit: ['contact', 'delivery', 'language']" in history
+    assert history[-1].startswith("#3 human:lee") and "T07 was Bob's ticket" in history[-1]
