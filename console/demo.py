@@ -141,6 +141,13 @@ def print_report(
         f"{effects_after['order_events']} order changes, {effects_after['outbound_emails']} "
         f"emails ({', '.join(f'+{n} {t}' for t, n in new.items())} this run)"
     )
+    remembered = [(t["id"], c) for t, r in reports for c in r.memory_commits]
+    if remembered:
+        console.print(
+            f"memory: {len(remembered)} commit{'s' if len(remembered) > 1 else ''} ("
+            + ", ".join(f"{ticket} {commit}" for ticket, commit in remembered)
+            + ") · `bastion memory log` lists them"
+        )
     if totals["simulated"]:
         console.print(
             f"[bold]shadow mode[/]: {totals['simulated']} side effects simulated, "
@@ -173,6 +180,7 @@ def _totals(reports: Sequence[tuple[dict[str, str], RunReport]]) -> dict[str, An
         "effects": sum(r.effects for _, r in reports),
         "replayed": sum(r.replayed for _, r in reports),
         "simulated": sum(r.simulated for _, r in reports),
+        "memory_commits": sum(len(r.memory_commits) for _, r in reports),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class RunReport:
     """What the guard plane did worth knowing: escalations, taint, redactions, fallbacks."""
     flagged: int = 0
     """Actions that ran but are flagged for review (yellow zone, low confidence)."""
+    memory_commits: tuple[str, ...] = ()
+    """Memory commits the run's tools made (`bastion memory show <commit>`), oldest first."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -63,6 +66,7 @@ class RunReport:
             "verdicts": dict(self.verdicts),
             "routes": list(self.routes),
             "guard_notes": list(self.guard_notes),
+            "memory_commits": list(self.memory_commits),
         }
 
 
@@ -99,6 +103,29 @@ def _effects(values: Mapping[str, Any], write_tools: frozenset[str]) -> Counter[
                 counts["effects"] += 1
                 counts["replayed"] += bool(artifact.get("replayed"))
     return counts
+
+
+def _memory_commits(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """Commits this run's tool calls made (a tool that writes memory returns `memory_commit`;
+    replays and simulations made none)."""
+    commits: list[str] = []
+    for message in this_run(values.get("messages") or [])[1]:
+        if (
+            not isinstance(message, ToolMessage)
+            or message.status == "error"
+            or '"memory_commit"' not in str(message.content)
+        ):
+            continue
+        artifact = message.artifact or {}
+        if artifact.get("shadow") or artifact.get("replayed"):
+            continue
+        try:
+            commit = json.loads(str(message.content)).get("memory_commit")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(commit, str) and commit:
+            commits.append(commit)
+    return tuple(commits)
 
 
 def run_to_end(
@@ -163,4 +190,5 @@ def run_to_end(
         routes=tuple(result.get("routes") or ()),
         guard_notes=notes,
         flagged=flagged,
+        memory_commits=_memory_commits(result),
     )

@@ -155,8 +155,11 @@ def _undo_summary(report: UndoReport, dry_run: bool) -> str:
 
 
 def _undo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    registry = ToolRegistry(make_support_tools(SupportDB(settings.support_db_path)))
-    gateway = ExecutionGateway(registry, effects=services_for(settings).effects)
+    services = services_for(settings)
+    registry = ToolRegistry(
+        make_support_tools(SupportDB(settings.support_db_path), services.memory)
+    )
+    gateway = ExecutionGateway(registry, effects=services.effects)
     report = undo_run(gateway, args.run, by=args.by, reason=args.reason, dry_run=args.dry_run)
     if args.json:
         print(json.dumps({**report.as_dict(), "dry_run": args.dry_run}, indent=2))

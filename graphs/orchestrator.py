@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
 from guards import ActionGuard
+from memory import VersionedMemory
 from nodes import (
     AgentSpec,
+    MemoryBinding,
     ModelGate,
     ProposalJudge,
     Router,
@@ -63,6 +65,25 @@ def _open_tenant_budgets(guard: ActionGuard) -> None:
             ledger.set_caps(guard.spend.key(name), caps)
 
 
+def _checked_bindings(
+    names: Sequence[str],
+    memory: VersionedMemory | None,
+    bindings: Mapping[str, MemoryBinding] | None,
+) -> Mapping[str, MemoryBinding]:
+    bindings = bindings or {}
+    unknown = sorted(set(bindings) - set(names))
+    if unknown:
+        raise WorkflowConfigError(
+            f"memory_bindings name unknown agent(s) {unknown!r}; the agents are {list(names)!r}"
+        )
+    if bindings and memory is None:
+        raise WorkflowConfigError(
+            f"memory_bindings for {sorted(bindings)!r} need memory=; pass the VersionedMemory "
+            "they read (e.g. `services.memory`)"
+        )
+    return bindings
+
+
 def build_orchestrator(
     agents: Sequence[AgentSpec],
     *,
@@ -75,6 +96,8 @@ def build_orchestrator(
     rate_limiter: RateLimiter | None = None,
     secrets: SecretSource | None = None,
     shadow: ShadowMode | None = None,
+    memory: VersionedMemory | None = None,
+    memory_bindings: Mapping[str, MemoryBinding] | None = None,
 ) -> OrchestratorBuilder:
     """Build (but do not compile) a governed orchestrator graph.
 
@@ -97,9 +120,13 @@ def build_orchestrator(
         secrets: where tools' declared secrets come from. Default: environment variables.
         shadow: simulate these side effects instead of acting (runs can add more with
             `configurable={"shadow": ...}`).
+        memory: the memory agents read (and memory tools, built over the same memory, write).
+        memory_bindings: by agent name, what the agent may read and recalls before each
+            turn; agents without one read no memory.
 
     Raises:
-        WorkflowConfigError: no agents, duplicate names, or a workflow naming unknown tools.
+        WorkflowConfigError: no agents, duplicate names, a workflow naming unknown tools, or
+            memory bindings for unknown agents or without a memory.
         ToolConfigError: an agent names a tool that is not registered.
     """
     if not agents:
@@ -107,6 +134,7 @@ def build_orchestrator(
     names = [agent.name for agent in agents]
     if len(set(names)) != len(names):
         raise WorkflowConfigError(f"agent names must be unique, got {names!r}")
+    bindings = _checked_bindings(names, memory, memory_bindings)
     registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
     if workflow is None:
         writers = frozenset(t.name for t in registry if t.side_effect != "none")
@@ -136,7 +164,14 @@ def build_orchestrator(
     for agent in agents:
         builder.add_node(
             agent_node_name(agent.name),
-            make_agent_node(agent, views, gate, workflow.escalation),
+            make_agent_node(
+                agent,
+                views,
+                gate,
+                workflow.escalation,
+                memory=memory,
+                binding=bindings.get(agent.name),
+            ),
         )
     gateway = ExecutionGateway(
         registry, effects=effects, rate_limiter=rate_limiter, secrets=secrets

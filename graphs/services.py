@@ -1,10 +1,13 @@
-"""`Services`: the shared backends (kill switch, budget ledger, effect ledger, rate limiter)
-chosen from settings."""
+"""`Services`: the shared backends (kill switch, budget ledger, effect ledger, rate limiter,
+memory) chosen from settings."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
 
 from graphs.settings import Settings
 from guards import BudgetLedger, KillSwitch
@@ -13,6 +16,7 @@ from guards.killswitch import InMemoryKillSwitch
 from guards.redis_budget import RedisBudgetLedger
 from guards.redis_killswitch import RedisKillSwitch
 from guards.sqlite_killswitch import SqliteKillSwitch
+from memory import VersionedMemory, in_memory, open_memory
 from tools import (
     EffectLedger,
     InMemoryEffectLedger,
@@ -28,12 +32,13 @@ __all__ = ["Services", "services_for"]
 
 @dataclass(frozen=True, kw_only=True)
 class Services:
-    """Backends shared by runs.
+    """Backends shared by runs; `close()` (or leaving a `with` block) closes them.
 
-    Embedded (no `BASTION_REDIS_URL`): the kill switch and the effect ledger are SQLite files
-    under `BASTION_HOME`, so `bastion kill` and `bastion undo` reach what runs in other
-    processes (the demo, `langgraph dev`); the budget ledger and rate limiter are in-process
-    (per process). With Redis, every worker, the CLI and the console share all four.
+    Embedded (no `BASTION_REDIS_URL`): the kill switch, the effect ledger and memory are
+    SQLite files under `BASTION_HOME`, so `bastion kill`, `bastion undo` and `bastion memory`
+    reach what runs in other processes (the demo, `langgraph dev`); the budget ledger and rate
+    limiter are in-process (per process). With Redis, every worker, the CLI and the console
+    share all five; with `BASTION_WEAVIATE_URL`, long-term memory lives in Weaviate.
     """
 
     kill_switch: KillSwitch
@@ -44,6 +49,10 @@ class Services:
     """Side effects, recorded write-ahead: exactly once, and undoable by run."""
     rate_limiter: RateLimiter
     """Token buckets of the tools' rate limits."""
+    memory: VersionedMemory = field(default_factory=in_memory)
+    """Versioned, governed memory: agents read it before their turns, memory tools write it."""
+    closer: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
+    """Closes what was opened for these services (memory backends)."""
 
     @classmethod
     def in_process(cls) -> Services:
@@ -53,24 +62,67 @@ class Services:
             ledger=InMemoryBudgetLedger(),
             effects=InMemoryEffectLedger(),
             rate_limiter=InMemoryRateLimiter(),
+            memory=in_memory(),
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        """Redis-backed services when `settings.redis_url` is set, embedded ones otherwise."""
-        if settings.redis_url:
-            return cls(
-                kill_switch=RedisKillSwitch(settings.redis_url),
-                ledger=RedisBudgetLedger(settings.redis_url),
-                effects=RedisEffectLedger(settings.redis_url),
-                rate_limiter=RedisRateLimiter(settings.redis_url),
+        """Redis-backed services when `settings.redis_url` is set, embedded ones otherwise;
+        memory as `open_memory` opens it from the settings.
+
+        Raises:
+            MemoryBackendError: memory cannot be opened (says which backend and what to do).
+        """
+        closer = ExitStack()
+        try:
+            memory = closer.enter_context(
+                open_memory(
+                    home=settings.memory_path,
+                    redis_url=settings.redis_url,
+                    weaviate_url=settings.weaviate_url,
+                    embedder=settings.embeddings,
+                )
             )
-        return cls(
-            kill_switch=SqliteKillSwitch(settings.kill_switch_path),
-            ledger=InMemoryBudgetLedger(),
-            effects=SqliteEffectLedger(settings.effects_path),
-            rate_limiter=InMemoryRateLimiter(),
-        )
+            return cls(**_backends(settings), memory=memory, closer=closer)
+        except BaseException:
+            closer.close()
+            raise
+
+    def close(self) -> None:
+        """Close the backends' connections (memory, then any backend that has `close()`)."""
+        self.closer.close()
+        for backend in (self.kill_switch, self.ledger, self.effects, self.rate_limiter):
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _backends(settings: Settings) -> dict[str, Any]:
+    """Kill switch, budget ledger, effect ledger and rate limiter for `settings`."""
+    if settings.redis_url:
+        return {
+            "kill_switch": RedisKillSwitch(settings.redis_url),
+            "ledger": RedisBudgetLedger(settings.redis_url),
+            "effects": RedisEffectLedger(settings.redis_url),
+            "rate_limiter": RedisRateLimiter(settings.redis_url),
+        }
+    return {
+        "kill_switch": SqliteKillSwitch(settings.kill_switch_path),
+        "ledger": InMemoryBudgetLedger(),
+        "effects": SqliteEffectLedger(settings.effects_path),
+        "rate_limiter": InMemoryRateLimiter(),
+    }
 
 
 _SHARED: dict[Settings, Services] = {}
@@ -80,7 +132,8 @@ _SHARED_LOCK = threading.Lock()
 def services_for(settings: Settings) -> Services:
     """One `Services` per settings in this process (graphs built from the same settings share
     the kill switch and ledgers, so a kill reaches all of them). Thread-safe: two threads
-    asking at once get the same one, never two budget ledgers splitting a tenant's budget."""
+    asking at once get the same one, never two budget ledgers splitting a tenant's budget.
+    They live as long as the process: do not close them."""
     with _SHARED_LOCK:
         if settings not in _SHARED:
             _SHARED[settings] = Services.from_settings(settings)

@@ -1,7 +1,12 @@
 """Memory: checkpoints, and versioned, governed, tenant-walled short- and long-term memory."""
 
 from memory.base import CommitLog, LogEntry
-from memory.checkpoints import CheckpointerConfigError, open_checkpointer
+from memory.checkpoints import (
+    MEMORY_COMMITS,
+    CheckpointerConfigError,
+    CommitStampingSaver,
+    open_checkpointer,
+)
 from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
 from memory.contract import (
     DEFAULT_RETENTION,
@@ -36,11 +41,13 @@ from memory.versioned import MemorySnapshot, VersionedMemory
 
 __all__ = [
     "DEFAULT_RETENTION",
+    "MEMORY_COMMITS",
     "Change",
     "CheckpointerConfigError",
     "Commit",
     "CommitLog",
     "CommitResult",
+    "CommitStampingSaver",
     "Conflict",
     "ConflictPolicy",
     "DiffEntry",

@@ -12,6 +12,7 @@ from nodes.execute import make_execute_node, route_after_execute
 from nodes.finalize import make_finalize_node
 from nodes.guard import ProposalJudge, make_guard_node, route_after_guard
 from nodes.intake import make_intake_node, route_after_intake
+from nodes.memory import MEMORY_HEADER, MemoryBinding, MemoryContext, run_scope, tool_scope
 from nodes.models import (
     ModelConfigError,
     ScriptedChatModel,
@@ -32,6 +33,7 @@ from nodes.spend import Admission, ModelGate
 from nodes.state import (
     BudgetState,
     FindingRecord,
+    MemoryReadRecord,
     Outcome,
     OutcomeStatus,
     ProposalRecord,
@@ -52,6 +54,7 @@ from nodes.workflow import (
 )
 
 __all__ = [
+    "MEMORY_HEADER",
     "Admission",
     "AgentSpec",
     "BudgetState",
@@ -60,6 +63,9 @@ __all__ = [
     "ExitConditions",
     "FindingRecord",
     "InvalidResumeError",
+    "MemoryBinding",
+    "MemoryContext",
+    "MemoryReadRecord",
     "ModelConfigError",
     "ModelGate",
     "ModelRouter",
@@ -98,5 +104,7 @@ __all__ = [
     "route_after_guard",
     "route_after_intake",
     "route_from_orchestrator",
+    "run_scope",
     "this_run",
+    "tool_scope",
 ]

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -13,13 +14,16 @@ from langchain_core.messages import AIMessage, SystemMessage
 from langchain_core.runnables import Runnable
 
 from guards import Verdict
+from memory import VersionedMemory
 from nodes.approval import ask_reviewer
+from nodes.memory import MemoryBinding, TurnMemory, recall_for_turn
 from nodes.models import estimate_tokens
 from nodes.records import (
     ModelCall,
     agent_node_name,
     charge_model_call,
     model_name_of,
+    scan_findings,
     usage_of,
     usage_snapshot,
     verdict_record,
@@ -174,8 +178,33 @@ def _binder(spec: AgentSpec) -> Callable[[ToolRegistry], _Bound]:
     return bind_view
 
 
+def _memory_update(state: RunState, gate: ModelGate, recalled: TurnMemory | None) -> dict[str, Any]:
+    """State changes of a turn's memory: its reads (replacing the last turn's), and taint when
+    the recalled text carries injected instructions (memory holds third parties' words)."""
+    if recalled is None:  # an agent without memory: clear what another agent's turn read
+        return {"memory_reads": []} if state.get("memory_reads") else {}
+    update: dict[str, Any] = {"memory_reads": recalled.reads}
+    scanner = gate.guard.scanner
+    if recalled.message is None or scanner is None:
+        return update
+    found, tainted = scan_findings(
+        scanner, str(recalled.message.content), where="memory", kinds=frozenset({"injection"})
+    )
+    taint = state.get("taint") or []
+    if any(reason not in taint for reason in tainted):
+        update["taint"] = [*taint, *(r for r in tainted if r not in taint)]
+        update["findings"] = [*(state.get("findings") or []), *found]
+    return update
+
+
 def make_agent_node(
-    spec: AgentSpec, tools: ToolViews, gate: ModelGate, escalation: EscalationPath
+    spec: AgentSpec,
+    tools: ToolViews,
+    gate: ModelGate,
+    escalation: EscalationPath,
+    *,
+    memory: VersionedMemory | None = None,
+    binding: MemoryBinding | None = None,
 ) -> Callable[[RunState], dict[str, Any]]:
     """Build the node for specialist `spec`, whose model sees only its tools, as scoped for
     the run's tenant by `tools`.
@@ -183,8 +212,18 @@ def make_agent_node(
     Before each model call the node applies the spend threshold once (switch to the
     specialist's fallback model, or ask a human for more money), then reserves the call's
     estimated cost with `gate`; after the call it settles the real usage.
+
+    With `memory` and a `binding`, each turn first recalls what the binding's context function
+    selects, in the run's memory scope: the lines go to the model as a system message (model
+    input only, not the thread), and the reads go to `state["memory_reads"]`, from where the
+    guard copies them into the verdicts on this turn's proposals.
     """
     bind_view = _binder(spec)
+    recall = (
+        partial(recall_for_turn, memory, binding)
+        if memory is not None and binding is not None
+        else None
+    )
     system = SystemMessage(spec.instructions)
     spend = gate.guard.spend
 
@@ -215,7 +254,10 @@ def make_agent_node(
         bound = bind_view(tools.for_agent(spec.name, state.get("tenant", "default")))
         fallback = state.get("budget", {}).get("fallback")
         model, model_name = bound.cheaper if fallback else bound.primary
-        messages = [system, *(state.get("messages") or [])]
+        recalled = recall(state, spec.name) if recall is not None else None
+        extra.update(_memory_update(state, gate, recalled))
+        recalled_message = [recalled.message] if recalled and recalled.message else []
+        messages = [system, *recalled_message, *(state.get("messages") or [])]
         reserve = estimate_tokens(messages, tools_chars=bound.schema_chars)
         admission = gate.admit(
             state, node=agent_node_name(spec.name), model_name=model_name, tokens=reserve

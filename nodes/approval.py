@@ -184,13 +184,14 @@ def make_approval_node(
         decisions = ask_reviewer(payload, requests, escalation.allowed_decisions)
         proposals = {p["call_id"]: p for p in state.get("proposals") or []}
         records = list(state.get("verdicts") or [])
+        reads = state.get("memory_reads") or ()  # what the agent knew when it proposed
         messages = []
         for request, decision in zip(requests, decisions, strict=True):
             who = f"human:{decision.reviewer or 'anonymous'}"
             if isinstance(decision, RejectDecision):
                 reason = decision.message or decision.note or "rejected by a reviewer"
                 records.append(
-                    verdict_record(Verdict.deny(reason, decided_by=who), request["call_id"])
+                    verdict_record(Verdict.deny(reason, decided_by=who), request["call_id"], reads)
                 )
                 messages.append(refusal_message(request, f"rejected by reviewer: {reason}"))
                 continue
@@ -207,7 +208,7 @@ def make_approval_node(
                 *((decision.note,) if decision.note else ()),
             )
             verdict = replace(verdict, reasons=notes)
-            records.append(verdict_record(verdict, request["call_id"]))
+            records.append(verdict_record(verdict, request["call_id"], reads))
             if verdict.kind == "halt":  # answer the calls not answered yet (denials were)
                 unanswered = [*pending_with(state, "allow"), *requests]
                 return halted_update(unanswered, verdict, records)

@@ -4,6 +4,11 @@ Before any side effect it refuses a durability mode that could repeat effects af
 immediately before each one the gateway asks the kill switch. After each call it scans the
 output (injected instructions taint the run), updates the tool's breaker and notes progress.
 Calls covered by shadow mode (built in, or `configurable["shadow"]` per run) are simulated.
+
+Memory commits: a tool that writes memory declares `memory_commit: str` in its output model
+and returns the commit id there (empty when it wrote nothing). The node collects the commits
+its calls made into `state["memory_commits"]`, only in a step that made some, so the
+checkpointer stamps them into that step's checkpoint metadata.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from nodes.state import ProposalRecord, RunState, Usage
 from tools import ExecutionGateway, ShadowMode, ToolInvocation, ToolResult, require_durable
 from tools.shadow import SHADOW_OFF
 
-__all__ = ["make_execute_node", "route_after_execute"]
+__all__ = ["MEMORY_COMMIT_FIELD", "make_execute_node", "memory_writers", "route_after_execute"]
+
+MEMORY_COMMIT_FIELD = "memory_commit"
+"""Output field in which a tool that writes memory returns its commit id."""
 
 DURABILITY_KEY = "__pregel_durability"
 """Where LangGraph puts the run's `durability` in a node's config (when the caller set one;
@@ -66,6 +74,27 @@ def _message(result: ToolResult) -> ToolMessage:
     )
 
 
+def memory_writers(gateway: ExecutionGateway) -> frozenset[str]:
+    """Tools whose output model declares `memory_commit` (the tools that write memory)."""
+    return frozenset(
+        spec.name
+        for spec in gateway.registry
+        if spec.output_model is not None and MEMORY_COMMIT_FIELD in spec.output_model.model_fields
+    )
+
+
+def _memory_commit(result: ToolResult) -> str | None:
+    """The commit a memory tool's call made now (not a replay, not a simulation)."""
+    if not result.ok or result.replayed or result.shadow:
+        return None
+    try:
+        output = json.loads(result.content)
+    except ValueError:  # cut short by the output bound: the commit id is not readable
+        return None
+    commit = output.get(MEMORY_COMMIT_FIELD) if isinstance(output, dict) else None
+    return commit if isinstance(commit, str) and commit else None
+
+
 def _check_durability(
     configurable: dict[str, Any],
     proposals: list[ProposalRecord],
@@ -87,6 +116,7 @@ def make_execute_node(
 ) -> Callable[[RunState, RunnableConfig], dict[str, Any]]:
     """Build the execute node over `gateway`, governed by `guard`, simulating what `shadow`
     covers."""
+    writers = memory_writers(gateway)  # once: the hot path parses no other tool's output
 
     def execute(state: RunState, config: RunnableConfig) -> dict[str, Any]:
         configurable = config.get("configurable") or {}
@@ -115,6 +145,7 @@ def make_execute_node(
         breakers = dict(state.get("breakers") or {})
         progressed = False
         executed = 0
+        commits: list[str] = []
         for proposal in allowed:
             result = gateway.execute(
                 ToolInvocation(
@@ -130,6 +161,8 @@ def make_execute_node(
                 before_effect=before_effect,
             )
             messages.append(_message(result))
+            if result.tool in writers and (commit := _memory_commit(result)):
+                commits.append(commit)
             ran = result.ran or result.replayed
             if ran:
                 executed += 1
@@ -153,6 +186,8 @@ def make_execute_node(
         }
         if progressed:
             update["progress_step"] = usage["steps"]
+        if commits:
+            update["memory_commits"] = commits
         return update
 
     return execute

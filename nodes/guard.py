@@ -124,12 +124,14 @@ def make_guard_node(
         proposals = list(state.get("proposals") or [])
         history = list(state.get("history") or [])
         records = list(state.get("verdicts") or [])
+        # What the proposing turn read from memory: part of every decision's trace.
+        reads = state.get("memory_reads") or ()
         messages = []
         kinds = set()
         for index, proposal in enumerate(proposals):
             verdict = judge.judge(state, proposal, history=history)
             history.append(proposal_fingerprint(proposal["tool"], proposal["args"]))
-            records.append(verdict_record(verdict, proposal["call_id"]))
+            records.append(verdict_record(verdict, proposal["call_id"], reads))
             kinds.add(verdict.kind)
             if verdict.kind == "halt":
                 return {**halted_update(proposals, verdict, records), "history": history}

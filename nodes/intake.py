@@ -18,13 +18,14 @@ from tools import ShadowMode
 
 __all__ = ["make_intake_node", "route_after_intake"]
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The memory contract's rule: a tenant is also a store namespace label and a Weaviate tenant.
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def _tenant_problem(tenant: str, guard: ActionGuard) -> str | None:
     if not _TENANT.match(tenant or ""):
         return (
-            f"tenant {tenant!r} is not a valid tenant id (letters, digits, `_.-`, at most 64 "
+            f"tenant {tenant!r} is not a valid tenant id (letters, digits, `_-`, at most 64 "
             "chars); pass context={'tenant': ...}"
         )
     if guard.tenants is not None:
@@ -68,6 +69,7 @@ def make_intake_node(
             "progress_step": 0,
             "taint": [],
             "findings": [],
+            "memory_reads": [],
             "budget": BudgetState(extra_usd=0.0, threshold_hit=False, fallback=False),
             "shadow": ShadowRecord(
                 graph=shadow.graph, agents=sorted(shadow.agents), tools=sorted(shadow.tools)

@@ -11,7 +11,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from guards import UsageSnapshot, Verdict
-from nodes.state import FindingRecord, ProposalRecord, RunState, Usage, VerdictRecord
+from nodes.state import (
+    FindingRecord,
+    MemoryReadRecord,
+    ProposalRecord,
+    RunState,
+    Usage,
+    VerdictRecord,
+)
 
 if TYPE_CHECKING:
     from guards.scanners import ContentScanner
@@ -98,9 +105,16 @@ def usage_of(reply: AIMessage, estimate_in: Callable[[], int]) -> tuple[int, int
     return estimate_in(), max(1, len(str(reply.content)) // 4)
 
 
-def verdict_record(verdict: Verdict, call_id: str) -> VerdictRecord:
-    """A verdict as stored in state, tied to the proposal it decided."""
-    return VerdictRecord(call_id=call_id, **verdict.to_record())  # type: ignore[typeddict-item]
+def verdict_record(
+    verdict: Verdict, call_id: str, memory_reads: Sequence[MemoryReadRecord] = ()
+) -> VerdictRecord:
+    """A verdict as stored in state, tied to the proposal it decided and to the memory the
+    proposing turn read (`state["memory_reads"]`)."""
+    return VerdictRecord(
+        call_id=call_id,
+        **verdict.to_record(),  # type: ignore[typeddict-item]
+        memory_reads=list(memory_reads),
+    )
 
 
 def latest_verdicts(state: RunState) -> dict[str, VerdictRecord]:
@@ -138,14 +152,18 @@ def this_run(messages: Sequence[BaseMessage]) -> tuple[str, list[BaseMessage]]:
 
 
 def scan_findings(
-    scanner: ContentScanner, text: str, *, where: str
+    scanner: ContentScanner,
+    text: str,
+    *,
+    where: str,
+    kinds: frozenset[str] = frozenset({"pii", "secret", "injection"}),
 ) -> tuple[list[FindingRecord], list[str]]:
-    """Scan `text`; return the findings as records and the taint reasons among them.
+    """Scan `text` for `kinds`; return the findings as records and the taint reasons among them.
 
     Injected instructions of medium or high severity taint the run: from then on its side
     effects need a human.
     """
-    found = scanner.scan(text, kinds=frozenset({"pii", "secret", "injection"}))
+    found = scanner.scan(text, kinds=kinds)
     records = [
         FindingRecord(
             where=where, type=f.type, category=f.category, severity=f.severity, span=list(f.span)

@@ -8,7 +8,7 @@ serializer allow-list. Decision *values* live in `guards`; nodes convert at the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -19,6 +19,7 @@ from guards import BreakerState
 __all__ = [
     "BudgetState",
     "FindingRecord",
+    "MemoryReadRecord",
     "Outcome",
     "OutcomeStatus",
     "ProposalRecord",
@@ -60,6 +61,19 @@ class ProposalRecord(TypedDict):
     """Why the call is malformed (e.g. unparsable arguments); the guard denies such calls."""
 
 
+class MemoryReadRecord(TypedDict):
+    """A memory record an agent's turn read (`memory.MemoryRead` as kept in state)."""
+
+    namespace: list[str]
+    """Namespace below the tenant."""
+    key: str
+    """Record key."""
+    version: int
+    """Version that was read."""
+    commit_id: str
+    """Commit that wrote that version."""
+
+
 class VerdictRecord(TypedDict):
     """`guards.Verdict.to_record()` plus the call it decided."""
 
@@ -77,6 +91,9 @@ class VerdictRecord(TypedDict):
     """`id@version` of each policy applied."""
     decided_by: str
     """`guard` or `human:<reviewer>`."""
+    memory_reads: NotRequired[list[MemoryReadRecord]]
+    """Memory the proposing agent's turn read (ids and versions): what the decision rests on.
+    Empty when the agent has no memory; absent in records made before memory existed."""
 
 
 class Usage(TypedDict):
@@ -183,3 +200,10 @@ class RunState(TypedDict, total=False):
     shadow: ShadowRecord
     """Shadow mode asked for at the start of this run (`configurable["shadow"]`), kept so a
     resume without it stays simulated."""
+    memory_reads: list[MemoryReadRecord]
+    """What the latest agent turn read from memory (replaced every turn of an agent with
+    memory; copied into each verdict on its proposals)."""
+    memory_commits: list[str]
+    """Memory commits of the latest step whose tools wrote memory. Written only by such a
+    step, so the checkpointer stamps them into that step's checkpoint metadata
+    (`memory.checkpoints.CommitStampingSaver`)."""

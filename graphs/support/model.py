@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
-from nodes import ScriptedChatModel, this_run
+from nodes import MEMORY_HEADER, ScriptedChatModel, this_run
 
 __all__ = ["Ticket", "parse_ticket", "support_model"]
 
@@ -40,10 +40,17 @@ class Ticket:
     order_id: str | None
     amount: float | None
     intent: Intent
+    preferences: tuple[tuple[str, str], ...] = ()
+    """Lasting preferences the customer stated: (topic, value), e.g. ("preferred_name", "Ally")."""
+
+
+_PREFERRED_NAME = re.compile(r"\b[Cc]all me ([A-Z][A-Za-z'-]{0,39})\b")
+_REMEMBERED = re.compile(r"^- customer's ([a-z_]+): (.+?)(?: \(may be out of date\))?$", re.M)
 
 
 def parse_ticket(text: str) -> Ticket:
-    """Read sender, subject, order number, amount and intent from a ticket's text."""
+    """Read sender, subject, order number, amount, intent and stated preferences from a
+    ticket's text."""
     sender = re.search(r"^From:\s*(\S+)", text, re.M)
     subject = re.search(r"^Subject:\s*(.*)$", text, re.M)
     body = text.split("\n\n", 1)[1] if "\n\n" in text else text
@@ -61,6 +68,7 @@ def parse_ticket(text: str) -> Ticket:
         intent = "invoice"
     elif "where is" in lowered or "status" in lowered or "tracking" in lowered:
         intent = "status"
+    name = _PREFERRED_NAME.search(body)
     return Ticket(
         sender=sender.group(1) if sender else "",
         body=body.strip(),
@@ -68,7 +76,16 @@ def parse_ticket(text: str) -> Ticket:
         order_id=order.group(0) if order else None,
         amount=float(amount.group(1)) if amount else None,
         intent=intent,
+        preferences=(("preferred_name", name.group(1)),) if name else (),
     )
+
+
+def _remembered(messages: Sequence[BaseMessage]) -> dict[str, str]:
+    """What the memory system message says about the customer: topic -> preference."""
+    for message in messages:
+        if isinstance(message, SystemMessage) and str(message.content).startswith(MEMORY_HEADER):
+            return dict(_REMEMBERED.findall(str(message.content)))
+    return {}
 
 
 def _this_run(messages: Sequence[BaseMessage]) -> tuple[Ticket, list[BaseMessage]]:
@@ -116,12 +133,27 @@ def _route(ticket: Ticket, system: str, results: dict[str, tuple[bool, Any]]) ->
     )
 
 
-def _triage(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> AIMessage:
+def _triage(
+    ticket: Ticket,
+    results: dict[str, tuple[bool, Any]],
+    remembered: dict[str, str],
+    can_remember: bool,
+) -> AIMessage:
     if "lookup_customer" not in results:
         return _call("lookup_customer", "Identify the customer first.", email=ticket.sender)
     ok, found = results["lookup_customer"]
     if not ok:
         return AIMessage(f"Unknown sender {ticket.sender}; intent looks like {ticket.intent}.")
+    new = [(topic, value) for topic, value in ticket.preferences if remembered.get(topic) != value]
+    if new and can_remember and "remember_preference" not in results:
+        topic, value = new[0]
+        return _call(
+            "remember_preference",
+            "The customer stated a lasting preference.",
+            customer=ticket.sender,
+            topic=topic,
+            preference=value,
+        )
     return AIMessage(
         f"{found['name']} ({found['tier']}), orders {', '.join(found['orders'])}; "
         f"intent: {ticket.intent}."
@@ -190,7 +222,9 @@ _MUSING = (
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 
 
-def _reply_body(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> str:
+def _reply_body(
+    ticket: Ticket, results: dict[str, tuple[bool, Any]], remembered: dict[str, str]
+) -> str:
     facts = []
     for tool, (ok, value) in results.items():
         if tool == "lookup_customer" and not ok:
@@ -224,17 +258,21 @@ def _reply_body(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> str:
         facts.append(f"The money goes back to the card you gave us ({card.group(0)}).")
     if not facts:
         facts.append("Thanks for your question: opened items can be returned within 30 days.")
-    return "Hello,\n\n" + " ".join(facts) + "\n\nBest regards,\nSupport"
+    name = remembered.get("preferred_name")
+    greeting = f"Hi {name}," if name else "Hello,"
+    return greeting + "\n\n" + " ".join(facts) + "\n\nBest regards,\nSupport"
 
 
-def _communications(ticket: Ticket, results: dict[str, tuple[bool, Any]]) -> AIMessage:
+def _communications(
+    ticket: Ticket, results: dict[str, tuple[bool, Any]], remembered: dict[str, str]
+) -> AIMessage:
     if "draft_email" not in results:
         return _call(
             "draft_email",
             "Draft the reply.",
             to=ticket.sender,
             subject=f"Re: {ticket.subject}",
-            body=_reply_body(ticket, results),
+            body=_reply_body(ticket, results, remembered),
         )
     ok, draft = results["draft_email"]
     if not ok:
@@ -262,12 +300,11 @@ def _policy(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]) ->
     if role == "router":
         system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
         return _route(ticket, system, results)
-    act = {
-        "triage": _triage,
-        "orders": _orders,
-        "billing": _billing,
-        "communications": _communications,
-    }.get(role)
+    if role == "triage":
+        return _triage(ticket, results, _remembered(messages), "remember_preference" in names)
+    if role == "communications":
+        return _communications(ticket, results, _remembered(messages))
+    act = {"orders": _orders, "billing": _billing}.get(role)
     return act(ticket, results) if act else AIMessage("I have no tools for this ticket.")
 
 

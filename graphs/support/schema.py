@@ -17,6 +17,9 @@ __all__ = [
     "InvoiceRecord",
     "OrderId",
     "OrderRecord",
+    "PreferenceReceipt",
+    "PreferenceText",
+    "PreferenceTopic",
     "Reason",
     "RefundReceipt",
     "SendReceipt",
@@ -51,6 +54,14 @@ Subject = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*
 Reason = Annotated[str, Field(min_length=3, max_length=500, pattern=r"\S")]
 Cents = Annotated[float, Field(gt=0, le=100_000), AfterValidator(_cents)]
 DraftId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+# A memory key: lower-case words joined by `_` (`preferred_name`, `contact_channel`).
+PreferenceTopic = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]{1,39}$", description="e.g. preferred_name")
+]
+# One short line: it is shown to agents later, so it must not pass for instructions or headers.
+PreferenceText = Annotated[
+    str, Field(min_length=1, max_length=120, pattern=r"^[^\r\n]*\S[^\r\n]*$")
+]
 
 
 class CustomerRecord(BaseModel):
@@ -121,4 +132,19 @@ class SendReceipt(BaseModel):
     to: str
     status: Literal["sent"] = "sent"
     replayed: bool = False
+    simulated: bool = False
+
+
+class PreferenceReceipt(BaseModel):
+    """A customer preference remembered (or found already remembered)."""
+
+    customer: str
+    topic: str
+    preference: str
+    memory_commit: str = Field(
+        description="Commit that wrote it now; empty when nothing was written (it was "
+        "already remembered, or the call was simulated)."
+    )
+    version: int = Field(ge=0, description="Version of the record; 0 when simulated.")
+    unchanged: bool = False
     simulated: bool = False

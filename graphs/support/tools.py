@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from graphs.support.db import SupportDB
+from graphs.support.preferences import make_preference_tool
 from graphs.support.schema import (
     SIMULATED_DRAFT_ID,
     CancelReceipt,
@@ -26,6 +27,7 @@ from graphs.support.schema import (
     SendReceipt,
     Subject,
 )
+from memory import VersionedMemory
 from tools import RiskZone, ToolContext, ToolError, ToolSpec, tool_contract
 
 __all__ = ["REFUND_RED_ZONE", "make_support_tools"]
@@ -75,11 +77,14 @@ def _cancellable(conn: sqlite3.Connection, order_id: str) -> str:
     return status
 
 
-def make_support_tools(db: SupportDB) -> list[ToolSpec]:
-    """The support tools bound to `db`, in the order the model is shown them."""
+def make_support_tools(db: SupportDB, memory: VersionedMemory | None = None) -> list[ToolSpec]:
+    """The support tools bound to `db`, in the order the model is shown them; with `memory`,
+    also `remember_preference`, which writes customer preferences there."""
     lookup_customer, get_order, get_invoice = _read_tools(db)
+    remember = [make_preference_tool(memory)] if memory is not None else []
     return [
         lookup_customer,
+        *remember,
         get_order,
         _cancel_tool(db),
         get_invoice,

@@ -14,6 +14,7 @@ from graphs.settings import Settings
 from graphs.support.db import SupportDB
 from graphs.support.governance import POLICY_DIR, TENANTS_FILE, support_guard
 from graphs.support.model import support_model
+from graphs.support.preferences import SUPPORT_MEMORY
 from graphs.support.tools import make_support_tools
 from guards import ActionGuard, RunLimits
 from nodes import (
@@ -59,19 +60,25 @@ SUPPORT_WORKFLOW = Workflow(
     name="support",
     entry=EntryCondition(min_chars=10, max_chars=4000, check=_ticket_problem),
     exit=ExitConditions(success=_replied),
-    write_tools=frozenset({"cancel_order", "issue_refund", "draft_email", "send_email"}),
+    write_tools=frozenset(
+        {"remember_preference", "cancel_order", "issue_refund", "draft_email", "send_email"}
+    ),
     limits=RunLimits(max_steps=16, max_tokens=60_000, max_usd=0.006, max_seconds=600),
     escalation=EscalationPath(reviewers="support-leads"),
 )
 
 INSTRUCTIONS = {
-    "triage": "Identify the customer from the sender address and summarise what they want.",
+    "triage": "Identify the customer from the sender address and summarise what they want. "
+    "When they state a lasting preference (how to address them, how to reach them), remember it.",
     "orders": "Answer order questions and cancel orders that have not shipped.",
     "billing": "Handle invoices and refunds. Never refund more than was paid.",
-    "communications": "Draft a short, accurate reply to the customer, then send it.",
+    "communications": "Draft a short, accurate reply to the customer, then send it. Honour "
+    "the preferences memory holds for them (e.g. the name they prefer).",
 }
+MEMORY_AGENTS = ("triage", "communications")
+"""The specialists that recall what memory holds about the customer before each turn."""
 TOOLS = {
-    "triage": ("lookup_customer",),
+    "triage": ("lookup_customer", "remember_preference"),
     "orders": ("get_order", "cancel_order"),
     "billing": ("get_invoice", "issue_refund"),
     "communications": ("draft_email", "send_email"),
@@ -88,7 +95,8 @@ def build_support_graph(
     services: Services | None = None,
     shadow: ShadowMode | None = None,
 ) -> OrchestratorBuilder:
-    """The support graph over `db`.
+    """The support graph over `db`, remembering customer preferences in `services.memory`
+    (triage writes them through `remember_preference`; triage and communications recall them).
 
     Args:
         db: the business database.
@@ -97,14 +105,15 @@ def build_support_graph(
         guard: the guard plane; defaults to `support_guard` over `services`.
         fallback_model: what specialists switch to near the spend cap; with the default model,
             the same deterministic policy priced as `scripted-mini`.
-        services: the effect ledger and rate limiter (and the default guard's backends);
-            defaults to in-process ones.
+        services: the effect ledger, rate limiter and memory (and the default guard's
+            backends); defaults to in-process ones.
         shadow: simulate these side effects instead of acting.
     """
     if model is None:
         model, fallback_model = support_model(), fallback_model or support_model("scripted-mini")
     services = services or Services.in_process()
     guard = guard or support_guard(services)
+    memory = services.memory
     agents = [
         AgentSpec(
             name=name,
@@ -117,7 +126,7 @@ def build_support_graph(
     ]
     return build_orchestrator(
         agents,
-        tools=make_support_tools(db),
+        tools=make_support_tools(db, memory),
         workflow=SUPPORT_WORKFLOW,
         router=ModelRouter(model=model),
         guard=guard,
@@ -125,6 +134,8 @@ def build_support_graph(
         effects=services.effects,
         rate_limiter=services.rate_limiter,
         shadow=shadow,
+        memory=memory,
+        memory_bindings={name: SUPPORT_MEMORY for name in MEMORY_AGENTS},
     )
 
 
