@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from langgraph.store.base import BaseStore, GetOp, Item, PutOp
+from langgraph.store.base import BaseStore
 
 from memory.base import CommitLog, LogEntry
 from memory.commitlog import MemoryBackendError
@@ -24,28 +21,19 @@ from memory.contract import (
     MemoryTags,
     RetentionClass,
     Tier,
-    check_key,
     check_namespace,
-    sensitivity_rank,
 )
-from memory.freshness import SourceMonitor, SourceStatus
+from memory.freshness import SourceMonitor
 from memory.layout import (
-    INDEX_FIELDS,
-    commit_from,
-    commit_payload,
-    matches_filter,
     ns_of,
     record_from,
-    record_payload,
     tags_payload,
-    version_key,
 )
+from memory.projection import Key, Projector
+from memory.reads import GovernedReads
 from memory.records import Change, Commit, CommitResult, Conflict, MemoryRecord, Recalled
 
 __all__ = ["Key", "MemoryCore", "Staged"]
-
-Key = tuple[tuple[str, ...], str]
-_LEASE_POLL_S = 0.002
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,18 +97,28 @@ class MemoryCore:
         self.monitor = monitor or SourceMonitor(clock=clock)
         self.clock = clock
         self._max_attempts = max_attempts
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._lease_s = lease_s
+        self.projector = Projector(short=self.short, long=self.long, log=log, lease_s=lease_s)
+        self.reads = GovernedReads(self.projector, self.monitor, clock)
 
     # -- configuration -------------------------------------------------------------------------
 
     def store(self, tier: Tier) -> BaseStore:
         """The store of a tier."""
-        return self.short if tier == "short" else self.long
+        return self.projector.store(tier)
 
     def stores(self) -> list[BaseStore]:
         """The distinct stores (one when both tiers share a store)."""
-        return [self.short] if self.short is self.long else [self.short, self.long]
+        return self.projector.stores()
+
+    def catch_up(
+        self, tenant: str, *, known: Mapping[str, list[MemoryRecord]] | None = None
+    ) -> LogEntry | None:
+        """See `Projector.catch_up`."""
+        return self.projector.catch_up(tenant, known=known)
+
+    def load_commit(self, tenant: str, commit_id: str) -> Commit:
+        """See `Projector.load_commit`."""
+        return self.projector.load_commit(tenant, commit_id)
 
     def retention_class(self, name: str) -> RetentionClass:
         """The retention class named `name`, or a contract error listing the known ones."""
@@ -169,7 +167,7 @@ class MemoryCore:
             if isinstance(attempt, CommitResult):
                 return attempt
             commit, records, overwrote = attempt
-            self._write_pending(tenant, commit, records)
+            self.projector.write_pending(tenant, commit, records)
             if self.log.append(tenant, commit.seq, commit.id):
                 self.catch_up(tenant, known={commit.id: records})
                 fresh = {(s.namespace, s.key) for s in staged if not s.strict}
@@ -188,7 +186,7 @@ class MemoryCore:
         head: LogEntry | None,
         message: str,
     ) -> tuple[Commit, list[MemoryRecord], tuple[Conflict, ...]] | CommitResult:
-        current = self._current(scope.tenant, [(s.namespace, s.key) for s in staged])
+        current = self.projector.current(scope.tenant, [(s.namespace, s.key) for s in staged])
         now, commit_id = self.clock(), f"c{secrets.token_hex(8)}"
         refused: list[Conflict] = []
         overwrote: list[Conflict] = []
@@ -313,135 +311,6 @@ class MemoryCore:
             index=False,
         )
 
-    def _write_pending(self, tenant: str, commit: Commit, records: list[MemoryRecord]) -> None:
-        """Commit and versions go in before the log append; if the append loses, they are
-        orphans no history walk reaches."""
-        ops: dict[int, tuple[BaseStore, list[Any]]] = {}
-        for record in records:
-            store = self.store(record.tier)
-            ops.setdefault(id(store), (store, []))[1].append(
-                PutOp(
-                    ns_of(tenant, "history", record.namespace),
-                    version_key(record.key, commit.id),
-                    record_payload(record),
-                    index=False,
-                    ttl=self._ttl(store, record),
-                )
-            )
-        commit_op = PutOp(ns_of(tenant, "commits"), commit.id, commit_payload(commit), index=False)
-        ops.setdefault(id(self.long), (self.long, []))[1].append(commit_op)
-        for store, batch in ops.values():
-            store.batch(batch)
-
-    def catch_up(
-        self, tenant: str, *, known: Mapping[str, list[MemoryRecord]] | None = None
-    ) -> LogEntry | None:
-        """Apply accepted commits not yet applied to the stores (another process wrote, or a
-        writer crashed between its append and applying it). Returns the log head.
-
-        Only the holder of the log's projection lease applies, in log order, so a slow
-        applier can never put an older version over a newer one.
-        """
-        head = self.log.head(tenant)
-        if head is None or self.log.projected(tenant) >= head.seq:
-            return head
-        owner = f"{self._owner}:{threading.get_ident()}"
-        waited = 0.0
-        while not self.log.claim_projection(tenant, owner, self._lease_s):
-            if self.log.projected(tenant) >= head.seq:
-                return head  # the holder applied our commit too
-            if waited > 2 * self._lease_s:
-                raise MemoryBackendError(
-                    f"memory of tenant {tenant!r} is being applied by another writer that "
-                    f"has not finished in {waited:.0f}s; retry, or check for a hung process"
-                )
-            time.sleep(_LEASE_POLL_S)  # backoff while another writer applies
-            waited += _LEASE_POLL_S
-        try:
-            done = self.log.projected(tenant)
-            for entry in self.log.entries(tenant, after=done, upto=head.seq):
-                records = (known or {}).get(entry.commit_id)
-                if records is None:
-                    records = self.load_versions(tenant, entry.commit_id)
-                self._project(tenant, records)
-                self.log.mark_projected(tenant, entry.seq)
-        finally:
-            self.log.release_projection(tenant, owner)
-        return head
-
-    def load_commit(self, tenant: str, commit_id: str) -> Commit:
-        """A commit's metadata from the long-term store."""
-        item = self.long.get(ns_of(tenant, "commits"), commit_id)
-        if item is None:
-            raise MemoryBackendError(
-                f"commit {commit_id!r} of tenant {tenant!r} is in the log but not in the store; "
-                "the long-term store lost data (restore it from backup)"
-            )
-        return commit_from(item.value)
-
-    def load_versions(self, tenant: str, commit_id: str) -> list[MemoryRecord]:
-        """The versions a commit wrote (those retention has not purged)."""
-        commit = self.load_commit(tenant, commit_id)
-        records = []
-        for change in commit.changes:
-            item = self.store(change.tier).get(
-                ns_of(tenant, "history", change.namespace), version_key(change.key, commit.id)
-            )
-            if item is not None:
-                records.append(record_from(change.namespace, item.value))
-        return records
-
-    def _project(self, tenant: str, records: Iterable[MemoryRecord]) -> None:
-        for record in records:
-            current = self._current(tenant, [(record.namespace, record.key)])
-            if current[(record.namespace, record.key)][1] >= record.version:
-                continue  # a newer version is already in place (another process projected it)
-            space = ns_of(tenant, "memory", record.namespace)
-            for store in self.stores():
-                if record.deleted or store is not self.store(record.tier):
-                    store.delete(space, record.key)
-            if record.deleted:
-                self.long.put(
-                    ns_of(tenant, "tombs", record.namespace),
-                    record.key,
-                    {"version": record.version},
-                    index=False,
-                )
-            else:
-                store = self.store(record.tier)
-                store.put(
-                    space,
-                    record.key,
-                    record_payload(record),
-                    index=INDEX_FIELDS,
-                    ttl=self._ttl(store, record),
-                )
-
-    def _current(
-        self, tenant: str, keys: Sequence[Key]
-    ) -> dict[Key, tuple[dict[str, Any] | None, int]]:
-        """Current value (None if absent or deleted) and version of each key."""
-        found: dict[Key, tuple[dict[str, Any] | None, int]] = {key: (None, 0) for key in keys}
-        for store in self.stores():
-            ops: list[GetOp] = [GetOp(ns_of(tenant, "memory", ns), key) for ns, key in keys]
-            if store is self.long:
-                ops += [GetOp(ns_of(tenant, "tombs", ns), key) for ns, key in keys]
-            results = store.batch(ops)
-            for index, item in enumerate(results):
-                if not isinstance(item, Item):
-                    continue
-                key = keys[index % len(keys)]
-                version = int(item.value["version"])
-                if version > found[key][1]:
-                    is_record = index < len(keys)
-                    found[key] = (dict(item.value) if is_record else None, version)
-        return found
-
-    def _ttl(self, store: BaseStore, record: MemoryRecord) -> float | None:
-        if record.expires_at is None or not store.supports_ttl:
-            return None
-        return max((record.expires_at - record.written_at) / 60.0, 1.0)
-
     def _observe_sources(self, scope: MemoryScope, records: list[MemoryRecord]) -> None:
         for record in records:
             if not record.deleted:
@@ -453,18 +322,8 @@ class MemoryCore:
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, scope: MemoryScope, namespace: Sequence[str], key: str) -> MemoryRecord | None:
-        """The current version of a record, if this scope may see it."""
-        namespace = check_namespace(tuple(namespace))
-        check_key(key)
-        self.catch_up(scope.tenant)
-        payload, _ = self._current(scope.tenant, [(namespace, key)])[(namespace, key)]
-        if payload is None:
-            return None
-        statuses = self.monitor.statuses(self.long, scope.tenant)
-        hit = self._visible(
-            scope, ns_of(scope.tenant, "memory", namespace), payload, None, statuses
-        )
-        return hit.record if hit else None
+        """See `GovernedReads.get`."""
+        return self.reads.get(scope, namespace, key)
 
     def recall(
         self,
@@ -475,104 +334,5 @@ class MemoryCore:
         limit: int = 10,
         filter: Mapping[str, Any] | None = None,
     ) -> list[Recalled]:
-        """Records this scope may see, closest to `query` first (newest first without one).
-
-        Reads are filtered by tenant (the namespace prefix), purpose, clearance, retention and
-        source freshness; hidden records never count towards `limit`. `filter` compares the
-        record's value fields (`{"plan": "pro"}`, `{"score": {"$gte": 3}}`), and its tags
-        `source`, `purpose`, `retention`, `sensitivity` and `author` where the value has no
-        field of that name.
-        """
-        if limit < 1:
-            raise MemoryContractError(f"recall limit must be at least 1; got {limit}")
-        below = check_namespace(tuple(namespace)) if namespace else ()
-        prefix = ns_of(scope.tenant, "memory", below)
-        self.catch_up(scope.tenant)
-        statuses = self.monitor.statuses(self.long, scope.tenant)
-        found: list[Recalled] = []
-        for store in self.stores():
-            found += self._recall_from(store, scope, prefix, query, limit, filter, statuses)
-        if query is None:
-            found.sort(key=lambda hit: hit.record.written_at, reverse=True)
-        else:
-            found.sort(key=lambda hit: hit.score if hit.score is not None else -1.0, reverse=True)
-        return found[:limit]
-
-    def _recall_from(
-        self,
-        store: BaseStore,
-        scope: MemoryScope,
-        prefix: tuple[str, ...],
-        query: str | None,
-        limit: int,
-        filter: Mapping[str, Any] | None,
-        statuses: Mapping[str, SourceStatus],
-    ) -> list[Recalled]:
-        kept: list[Recalled] = []
-        page, offset = max(limit * 3, 16), 0
-        while query is None or len(kept) < limit:  # stores keep no time order: read all
-            items = store.search(prefix, query=query, limit=page, offset=offset)
-            inside = [i for i in items if tuple(i.namespace[: len(prefix)]) == prefix]
-            hits = self.govern(scope, inside, statuses)  # a store may match `crm` to `crmx`
-            kept += [hit for hit in hits if not filter or matches_filter(_fields(hit), filter)]
-            if len(items) < page:
-                break
-            offset += page
-        return kept
-
-    def govern(
-        self,
-        scope: MemoryScope,
-        items: Sequence[Item],
-        statuses: Mapping[str, SourceStatus] | None = None,
-    ) -> list[Recalled]:
-        """The items this scope may read, as records (the memory contract's read filter)."""
-        if statuses is None:
-            statuses = self.monitor.statuses(self.long, scope.tenant)
-        visible = []
-        for item in items:
-            score = getattr(item, "score", None)
-            hit = self._visible(scope, tuple(item.namespace), item.value, score, statuses)
-            if hit is not None:
-                visible.append(hit)
-        return visible
-
-    def _visible(
-        self,
-        scope: MemoryScope,
-        namespace: tuple[str, ...],
-        value: Mapping[str, Any],
-        score: float | None,
-        statuses: Mapping[str, SourceStatus],
-    ) -> Recalled | None:
-        if namespace[0] != scope.tenant:
-            raise MemoryBackendError(
-                f"a store returned a record of tenant {namespace[0]!r} to a read by tenant "
-                f"{scope.tenant!r}; the backend breaks the tenant wall, stop using it"
-            )
-        expires_at = value.get("expires_at")
-        if (
-            value.get("deleted")
-            or value["purpose"] not in scope.purposes
-            or sensitivity_rank(value["sensitivity"]) > sensitivity_rank(scope.clearance)
-            or (expires_at is not None and expires_at <= self.clock())
-        ):
-            return None
-        verdict = self.monitor.verdict(statuses, value["source"], value["written_at"])
-        if verdict == "blocked":
-            return None
-        record = record_from(namespace[2:], value)
-        return Recalled(record=record, score=score, stale=verdict == "stale")
-
-
-def _fields(hit: Recalled) -> dict[str, Any]:
-    """What a recall filter sees: the record's tags, overlaid by its value's fields."""
-    record = hit.record
-    tags = {
-        "source": record.tags.lineage.source,
-        "purpose": record.tags.purpose,
-        "retention": record.tags.retention,
-        "sensitivity": record.tags.sensitivity,
-        "author": record.author,
-    }
-    return {**tags, **(record.value or {})}
+        """See `GovernedReads.recall`."""
+        return self.reads.recall(scope, query, namespace=namespace, limit=limit, filter=filter)

@@ -508,7 +508,7 @@ def test_a_slow_projector_never_rolls_back_a_newer_version(
             reached.set()  # it checked that v2 is newer than what is in place; now it stalls
             go.wait()
 
-    slow.long = StallingStore(slow.long, stall)
+    slow.projector.long = StallingStore(slow.projector.long, stall)
     projector.start()
     assert reached.wait(timeout=30)
     writer = threading.Thread(target=put, args=(fast, OTHER, "k", {"text": "three"}))
@@ -648,7 +648,7 @@ def half_commit(memory: VersionedMemory, text: str, *, append: bool) -> Commit:
                                     sensitivity="internal", source="crm"))]  # fmt: skip
     head = memory.catch_up("acme")
     commit, records, _ = memory._prepare(ACME, staged, {}, head, "crash")  # type: ignore[misc]
-    memory._write_pending("acme", commit, records)
+    memory.projector.write_pending("acme", commit, records)
     if append:
         assert memory.log.append("acme", commit.seq, commit.id)
     return commit
