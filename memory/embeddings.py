@@ -17,6 +17,7 @@ from langchain_core.embeddings import Embeddings
 from memory.contract import MemoryContractError
 
 __all__ = [
+    "DEFAULT_EMBEDDINGS",
     "EMBEDDER_NAMES",
     "HashingEmbedder",
     "embedder_from_name",
@@ -234,3 +235,8 @@ def embedding_dims(embedder: Embeddings) -> int:
     if isinstance(dims, int) and not isinstance(dims, bool) and dims > 0:
         return dims
     return len(embedder.embed_query("dims probe"))
+
+
+DEFAULT_EMBEDDINGS = HashingEmbedder()
+"""The default embedder as an instance: what `langgraph.json` names for the server's store
+(`"embed": "./memory/embeddings.py:DEFAULT_EMBEDDINGS"`), so its semantic search runs offline."""

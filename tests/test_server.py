@@ -25,6 +25,7 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 
 from graphs.support import format_ticket
+from memory import MemoryScope, open_memory
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -282,3 +283,33 @@ def test_invalid_resume_keeps_the_run_waiting_then_reject_refunds_nothing(
     assert [v["kind"] for v in human] == ["deny"], values["verdicts"]
     assert "over policy" in human[0]["reasons"][0]
     assert _refunds(server.db(), "ORD-1003") == refunds_before
+
+
+def test_the_server_store_searches_with_bastion_embeddings(server: Server) -> None:
+    """langgraph.json gives the server's store our offline embedder: semantic search works."""
+    client = server.client()
+    space = [TENANT, "memory", "notes"]
+    client.store.put_item(space, "grinder", {"text": "coffee grinder arrived broken"})
+    client.store.put_item(space, "desk", {"text": "standing desk is wobbly"})
+    hits = client.store.search_items([TENANT], query="broken coffee grinder", limit=2)["items"]
+    assert [hit["key"] for hit in hits] == ["grinder", "desk"]
+    assert hits[0]["score"] > hits[1]["score"]
+
+
+def test_a_served_run_remembers_the_customer_in_bastion_memory(server: Server) -> None:
+    """A run over HTTP writes versioned memory in the served process's BASTION_HOME."""
+    client = server.client()
+    ticket = format_ticket(
+        "alice@example.com", "Hello", "Where is ORD-1001? P.S. Please call me Ally."
+    )
+    thread_id = client.threads.create()["thread_id"]
+    client.runs.wait(
+        thread_id, ASSISTANT, input={"messages": [{"role": "user", "content": ticket}]},
+        context={"tenant": TENANT},
+    )  # fmt: skip
+    scope = MemoryScope(tenant=TENANT, agent="human:test", purposes=frozenset({"support"}))
+    with open_memory(home=server.home / "memory") as memory:
+        hits = memory.recall(scope, namespace=("customers", "alice@example:com"))
+        assert [(hit.record.value or {}).get("preference") for hit in hits] == ["Ally"]
+        assert hits[0].record.tags.lineage.run_id  # lineage: the run that learned it
+        assert memory.commits(scope)[0].author == hits[0].record.author
