@@ -14,6 +14,7 @@ from rich.table import Table
 BENCHMARKS = {
     "B1": "bench.b1_orchestration",
     "B3": "bench.b3_policy",
+    "B6": "bench.b6_memory",
     "B7": "bench.b7_scanners",
     "B9": "bench.b9_killswitch",
     "B11": "bench.b11_budget",

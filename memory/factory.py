@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, Item
 from langgraph.store.memory import InMemoryStore
 
 from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
@@ -34,15 +34,24 @@ def _index(embedder: Embeddings) -> Any:
     return {"dims": embedding_dims(embedder), "embed": embedder, "fields": INDEX_FIELDS}
 
 
+def _indexed(inner: BaseStore, embeddings: Embeddings) -> BaseStore:
+    """`inner` with the in-process HNSW index over current records only: a rebuild (the
+    index is not kept on disk) must not embed history, commits or bookkeeping."""
+    from memory.indexed_store import IndexedStore
+
+    def fields(item: Item) -> Literal[False] | None:
+        return None if item.namespace[1:2] == ("memory",) else False
+
+    return IndexedStore(inner, index=_index(embeddings), rebuild_fields=fields)
+
+
 def in_memory(*, embedder: Embeddings | str = "hashing", **options: Any) -> VersionedMemory:
     """Memory in this process only (tests, notebooks): `InMemoryStore`s and an in-memory log.
 
     `options` go to `VersionedMemory` (retention, conflicts, monitor, clock).
     """
-    index = _index(_embedder(embedder))
-    return VersionedMemory(
-        short=InMemoryStore(), long=InMemoryStore(index=index), log=InMemoryCommitLog(), **options
-    )
+    long = _indexed(InMemoryStore(), _embedder(embedder))
+    return VersionedMemory(short=InMemoryStore(), long=long, log=InMemoryCommitLog(), **options)
 
 
 @contextmanager
@@ -97,8 +106,6 @@ def _sqlite_tiers(
 ) -> tuple[BaseStore, BaseStore, SqliteCommitLog]:
     from langgraph.store.sqlite import SqliteStore
 
-    from memory.indexed_store import IndexedStore
-
     folder = home
     stores = []
     for name in ("short", "long"):
@@ -119,7 +126,7 @@ def _sqlite_tiers(
         stores.append(store)
     log = SqliteCommitLog(folder / "log.sqlite")
     stack.callback(log.close)
-    return stores[0], IndexedStore(stores[1], index=_index(embeddings)), log
+    return stores[0], _indexed(stores[1], embeddings), log
 
 
 def _redis_tiers(

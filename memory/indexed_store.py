@@ -50,7 +50,7 @@ class IndexedStore(BaseStore):
 
     Rebuild cost: the index lives in memory. The first use of a tenant in a process (search or
     put) pages all of its items out of the inner store, re-embeds them and builds the graph,
-    holding that tenant's searches and writes meanwhile. For 100k items on 2 cores: about 11 s
+    holding that tenant's searches and writes meanwhile. For 100k items on 2 cores: 7-11 s
     with precomputed vectors (B6), plus the embedder's time (~8 s for `HashingEmbedder`, many
     minutes for MiniLM). Call `warm(tenant)` at startup to pay it up front. Every write must
     go through this store, in one process: another writer's changes are not seen.
@@ -112,6 +112,19 @@ class IndexedStore(BaseStore):
         """Build `tenant`'s index now (from the inner store) if not built yet; return its size."""
         return len(self._partition(tenant))
 
+    def refresh(self, refs: Iterable[Ref]) -> None:
+        """Re-index these (namespace, key) items from the inner store: for writes made by
+        another process, which this index cannot see (fields chosen as on a rebuild)."""
+        for tenant, group in _by_tenant(list(refs)).items():
+            partition = self._partition(tenant)
+            with partition.lock.write():  # read and index together: no put can interleave
+                items = self._inner.batch([GetOp(ns, key, False) for ns, key in group])
+                texts = [
+                    (ref, self._texts(item.value, self._rebuild(item)) if item else [])
+                    for ref, item in zip(group, cast(list[Item | None], items), strict=True)
+                ]
+                self._update(tenant, partition, self._vectors(texts))
+
     def stats(self, tenant: str) -> dict[str, int | bool]:
         """`tenant`'s index: items, vectors, whether it has a graph, and graph tombstones."""
         partition = self._partition(tenant)
@@ -138,9 +151,9 @@ class IndexedStore(BaseStore):
         for i, op in enumerate(ops):
             if isinstance(op, SearchOp) and not _plain(op):
                 results[i] = self._search(op)
-        puts = {(op.namespace, op.key): op for op in ops if isinstance(op, PutOp)}
+        puts = [op for op in ops if isinstance(op, PutOp)]
         if puts:
-            self._put(list(puts.values()))
+            self._put(puts)
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -183,12 +196,9 @@ class IndexedStore(BaseStore):
         return [(ref, rows[[row_of[t] for t in item_texts]]) for ref, item_texts in values]
 
     def _put(self, puts: list[PutOp]) -> None:
-        by_tenant: dict[str, list[PutOp]] = {}
-        for op in puts:
-            if not op.namespace:
-                raise IndexedStoreConfigError(f"put of key {op.key!r} has an empty namespace")
-            by_tenant.setdefault(op.namespace[0], []).append(op)
-        for tenant, ops in by_tenant.items():
+        by_ref = {(op.namespace, op.key): op for op in puts}
+        for tenant, refs in _by_tenant(list(by_ref)).items():
+            ops = [by_ref[ref] for ref in refs]
             # Embedding (slow) happens outside the lock; inner write + index update inside it,
             # so concurrent writers of one key leave the index matching the last value stored.
             changes = self._vectors(
@@ -226,6 +236,9 @@ class IndexedStore(BaseStore):
                     del self._partitions[tenant]
             raise
 
+    def _rebuild(self, item: Item) -> Fields:
+        return self._rebuild_fields(item) if self._rebuild_fields else None
+
     def _scan(self, tenant: str) -> list[tuple[Ref, list[str]]]:
         """Every item of `tenant` in the inner store with the texts to embed for it."""
         found: dict[Ref, list[str]] = {}
@@ -233,8 +246,7 @@ class IndexedStore(BaseStore):
         while True:
             page = self._inner.search((tenant,), limit=_PAGE, offset=offset, refresh_ttl=False)
             for item in page:
-                fields = self._rebuild_fields(item) if self._rebuild_fields else None
-                found[(item.namespace, item.key)] = self._texts(item.value, fields)
+                found[(item.namespace, item.key)] = self._texts(item.value, self._rebuild(item))
             if len(page) < _PAGE:
                 return [(ref, texts) for ref, texts in found.items() if texts]
             offset += _PAGE - _OVERLAP
@@ -260,7 +272,10 @@ class IndexedStore(BaseStore):
                 op.namespace_prefix, filter=op.filter, limit=need, refresh_ttl=op.refresh_ttl
             )
             scored += [(None, i) for i in more if (i.namespace, i.key) not in seen]
-        return [_hit(item, score) for score, item in scored[op.offset : need]]
+        return [
+            SearchItem(i.namespace, i.key, i.value, i.created_at, i.updated_at, score)
+            for score, i in scored[op.offset : need]
+        ]
 
     def _embed_query(self, text: str) -> np.ndarray:
         vector = np.asarray(self._embeddings.embed_query(text), dtype=np.float32)
@@ -322,6 +337,17 @@ class IndexedStore(BaseStore):
         return found[:need]
 
 
+def _by_tenant(refs: list[Ref]) -> dict[str, list[Ref]]:
+    groups: dict[str, list[Ref]] = {}
+    for namespace, key in refs:
+        if not namespace:
+            raise IndexedStoreConfigError(
+                f"key {key!r} has an empty namespace; start it with a tenant"
+            )
+        groups.setdefault(namespace[0], []).append((namespace, key))
+    return groups
+
+
 def _tokenized(fields: list[str]) -> list[str | list[str]]:
     return [field if field == "$" else tokenize_path(field) for field in fields]
 
@@ -329,17 +355,6 @@ def _tokenized(fields: list[str]) -> list[str | list[str]]:
 def _plain(op: PutOp | SearchOp) -> bool:
     """A search without a query goes straight to the inner store."""
     return isinstance(op, SearchOp) and not op.query
-
-
-def _hit(item: Item, score: float | None) -> SearchItem:
-    return SearchItem(
-        namespace=item.namespace,
-        key=item.key,
-        value=item.value,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-        score=score,
-    )
 
 
 def _matches(value: Any, wanted: Any) -> bool:

@@ -49,6 +49,7 @@ class Projector:
         self.short, self.long, self.log = short, long, log
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lease_s = lease_s
+        self._seen: dict[str, int] = {}
 
     def store(self, tier: Tier) -> BaseStore:
         """The store of a tier."""
@@ -88,13 +89,19 @@ class Projector:
         applier can never put an older version over a newer one.
         """
         head = self.log.head(tenant)
-        if head is None or self.log.projected(tenant) >= head.seq:
+        if head is None:
+            return None
+        projected = self.log.projected(tenant)
+        if projected >= head.seq:
+            self._refresh_others(tenant, upto=projected)
             return head
         owner = f"{self._owner}:{threading.get_ident()}"
         waited = 0.0
         while not self.log.claim_projection(tenant, owner, self._lease_s):
-            if self.log.projected(tenant) >= head.seq:
-                return head  # the holder applied our commit too
+            projected = self.log.projected(tenant)
+            if projected >= head.seq:  # the holder applied our commit too
+                self._refresh_others(tenant, upto=projected)
+                return head
             if waited > 2 * self._lease_s:
                 raise MemoryBackendError(
                     f"memory of tenant {tenant!r} is being applied by another writer that "
@@ -104,15 +111,33 @@ class Projector:
             waited += _LEASE_POLL_S
         try:
             done = self.log.projected(tenant)
+            self._refresh_others(tenant, upto=done)
             for entry in self.log.entries(tenant, after=done, upto=head.seq):
                 records = (known or {}).get(entry.commit_id)
                 if records is None:
                     records = self.load_versions(tenant, entry.commit_id)
                 self._project(tenant, records)
                 self.log.mark_projected(tenant, entry.seq)
+            self._seen[tenant] = head.seq
         finally:
             self.log.release_projection(tenant, owner)
         return head
+
+    def _refresh_others(self, tenant: str, *, upto: int) -> None:
+        """Tell an in-process index (`IndexedStore.refresh`) about the keys other processes
+        applied since this one last looked; stores that index server-side need nothing."""
+        seen = self._seen.setdefault(tenant, upto)  # first look: the index reads the store
+        refresh = getattr(self.long, "refresh", None)
+        if upto <= seen or refresh is None:
+            return
+        refs = [
+            (ns_of(tenant, "memory", change.namespace), change.key)
+            for entry in self.log.entries(tenant, after=seen, upto=upto)
+            for change in self.load_commit(tenant, entry.commit_id).changes
+            if change.tier == "long"
+        ]
+        refresh(refs)
+        self._seen[tenant] = upto
 
     def load_commit(self, tenant: str, commit_id: str) -> Commit:
         """A commit's metadata from the long-term store."""

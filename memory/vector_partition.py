@@ -116,12 +116,13 @@ class VectorPartition:
                 self.matrix[slots] = vectors
                 added += slots
         self.live[added] = True
-        if self.hnsw is not None:
-            if dropped:  # before the add: a freed slot may be reused as a label right away
-                self.hnsw.remove(np.asarray(dropped, dtype=np.uint64))
-                self.removed += len(dropped)
-            if added:
-                self._add(np.asarray(added, dtype=np.uint64))
+        if self.hnsw is not None and dropped:  # before adding: a freed label may be reused
+            gone = self.hnsw.remove(np.asarray(dropped, dtype=np.uint64))
+            self.removed += len(dropped)
+            if int(np.sum(gone)) != len(dropped):  # the graph's key table disagrees: rebuild
+                self.hnsw = None
+        if self.hnsw is not None and added:
+            self._add(np.asarray(added, dtype=np.uint64))
         self._tidy(exact_below)
 
     def _grow(self, extra: int) -> None:

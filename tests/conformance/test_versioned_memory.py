@@ -687,3 +687,20 @@ def test_an_orphan_commit_never_appended_is_invisible(
     later = put(restarted, ACME, "k", {"text": "later"}).commit
     assert later is not None and later.seq == 2 and later.id != orphan.id
     assert texts(restarted, ACME, "k") == ["old value", "later"]
+
+
+def test_a_handle_searches_what_another_handle_wrote(
+    memory_factory: MemoryFactory,  # noqa: F811
+) -> None:
+    """Two processes on one backend: the reader's semantic index (in-process for the embedded
+    store) learns the other's writes and ranks them, instead of missing them."""
+    reader, writer = memory_factory(), memory_factory()
+    put(reader, ACME, "old", {"text": "the desk lamp flickers"})
+    assert [h.record.key for h in reader.recall(ACME, "desk lamp")] == ["old"]  # index built
+    put(writer, ACME, "new", {"text": "coffee grinder arrived broken"})
+    put(writer, ACME, "old", {"text": "the invoice is missing"})
+    hits = reader.recall(ACME, "broken coffee grinder")
+    assert hits[0].record.key == "new" and hits[0].score is not None
+    assert reader.recall(ACME, "desk lamp flickers")[0].record.key != "old"  # no stale vector
+    top = reader.recall(ACME, "the invoice is missing")[0]
+    assert top.record.key == "old" and top.score is not None
