@@ -22,6 +22,7 @@ from memory.contract import (
 from memory.embeddings import HashingEmbedder, embedder_from_name, embedding_dims
 from memory.factory import in_memory, open_memory
 from memory.freshness import FreshnessRule, SourceMonitor, SourceStatus
+from memory.indexed_store import IndexedStore
 from memory.minilm import MiniLMEmbedder
 from memory.records import (
     Change,
@@ -54,6 +55,7 @@ __all__ = [
     "FreshnessRule",
     "HashingEmbedder",
     "InMemoryCommitLog",
+    "IndexedStore",
     "Lineage",
     "LogEntry",
     "MemoryBackendError",

@@ -124,6 +124,7 @@ PUBLIC = {
         "FreshnessRule",
         "HashingEmbedder",
         "InMemoryCommitLog",
+        "IndexedStore",
         "Lineage",
         "LogEntry",
         "MEMORY_COMMITS",
