@@ -1,12 +1,10 @@
-"""RedisMemoryStore: one BaseStore suite on InMemoryStore and the real Redis, then Redis only."""
+"""RedisMemoryStore: the shared BaseStore suite, stricter checks on both stores, then Redis only."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -19,13 +17,28 @@ from langgraph.store.base import (
     SearchOp,
 )
 from langgraph.store.memory import InMemoryStore
+from store_behaviour import *  # noqa: F403 (the shared suite: pytest collects it here)
+from store_behaviour import (
+    BULK,
+    FACTS,
+    INDEX,
+    NOTES,
+    bulk_key,
+    keys,
+    seed_bulk,
+    seed_facts,
+    seed_notes,
+    seed_prefix_tree,
+    test_list_namespaces,
+    test_tenants_never_see_each_other,
+    test_the_async_api_matches_the_sync_one,
+)
 
 from memory.commitlog import MemoryBackendError
 from memory.embeddings import HashingEmbedder
 from memory.redis_store import RedisMemoryStore, namespace_digests
 
 pytestmark = pytest.mark.redis
-INDEX: IndexConfig = {"dims": 64, "embed": HashingEmbedder(dims=64), "fields": ["text"]}
 
 
 @pytest.fixture(params=["in-memory", "redis"])
@@ -51,27 +64,16 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
         opened.close()
 
 
-def keys(items: list[Any]) -> set[str]:
-    return {item.key for item in items}
+# --- more BaseStore behaviour Redis promises, still checked on InMemoryStore too ---------------
 
 
-# --- the BaseStore behaviour suite (mirrors tests/test_weaviate_store.py) ------------------------
-
-
-def test_put_get_update_delete(store: BaseStore) -> None:
+def test_an_update_keeps_created_at_no_later_than_updated_at(store: BaseStore) -> None:
     ns = ("acme", "memory", "u1")
-    assert store.get(ns, "pref") is None
-    store.put(ns, "pref", {"text": "likes email", "n": 1})
-    got = store.get(ns, "pref")
-    assert got is not None and got.value == {"text": "likes email", "n": 1}
-    assert got.namespace == ns and got.key == "pref" and got.created_at <= got.updated_at
-    store.put(ns, "pref", {"text": "likes phone", "n": 2})
+    store.put(ns, "pref", {"text": "likes email"})
+    store.put(ns, "pref", {"text": "likes phone"})
     again = store.get(ns, "pref")
     assert again is not None and again.value["text"] == "likes phone"
     assert again.created_at <= again.updated_at
-    store.delete(ns, "pref")
-    assert store.get(ns, "pref") is None
-    assert store.search(("acme",)) == []
 
 
 def test_multi_label_namespaces_and_odd_labels_round_trip(store: BaseStore) -> None:
@@ -84,55 +86,33 @@ def test_multi_label_namespaces_and_odd_labels_round_trip(store: BaseStore) -> N
     assert store.get(("acme", "x", "y"), "k") is None
 
 
-def test_search_by_prefix_follows_label_boundaries(store: BaseStore) -> None:
-    store.put(("acme", "memory", "a"), "1", {"text": "one"})
-    store.put(("acme", "memory", "ab"), "2", {"text": "two"})
-    store.put(("acme", "memory", "a", "deep"), "3", {"text": "three"})
-    store.put(("acme", "history"), "4", {"text": "four"})
-    store.put(("acme",), "5", {"text": "root"})
+def test_prefixes_ignore_look_alike_labels_and_an_empty_one_spans_tenants(
+    store: BaseStore,
+) -> None:
+    seed_prefix_tree(store)
     store.put(("acme-1", "memory", "a"), "6", {"text": "one"})  # tokenisers split on `-`
     store.put(("acme", "x-1"), "7", {"text": "seven"})
     assert keys(store.search(("acme",), limit=50)) == {"1", "2", "3", "4", "5", "7"}
     assert keys(store.search(("acme",), query="one", limit=50)) == {"1", "2", "3", "4", "5", "7"}
     assert keys(store.search(("acme", "memory"), limit=50)) == {"1", "2", "3"}
     assert keys(store.search(("acme", "memory", "a"), limit=50)) == {"1", "3"}
-    assert keys(store.search(("acme", "memory", "a", "deep"))) == {"3"}
     assert keys(store.search(("acme", "x"), limit=50)) == set()
     assert keys(store.search(("acme-1",), limit=50)) == {"6"}
-    assert store.search(("acme", "nothing")) == []
     assert keys(store.search((), limit=50)) == {"1", "2", "3", "4", "5", "6", "7"}
 
 
-def test_filters_apply_before_limit_and_offset(store: BaseStore) -> None:
-    ns = ("acme", "facts")
-    store.batch(
-        [PutOp(ns, f"k{n}", {"text": f"fact {n}", "n": n, "odd": n % 2}) for n in range(12)]
-    )
-    big = store.search(ns, filter={"n": {"$gte": 3}}, limit=100)
-    assert keys(big) == {f"k{n}" for n in range(3, 12)}
-    pages = [store.search(ns, filter={"n": {"$gte": 3}}, limit=4, offset=o) for o in (0, 4, 8)]
-    assert [len(p) for p in pages] == [4, 4, 1]
-    assert set().union(*(keys(p) for p in pages)) == keys(big)
-    assert keys(store.search(ns, filter={"odd": 1, "n": {"$lt": 6}})) == {"k1", "k3", "k5"}
-    assert keys(store.search(ns, filter={"n": {"$ne": 0}}, limit=100)) == keys(big) | {"k1", "k2"}
-    ranked = store.search(ns, query="fact", filter={"odd": 0}, limit=3, offset=1)
-    assert len(ranked) == 3 and all(item.value["odd"] == 0 for item in ranked)
-    store.put(ns, "zebra", {"text": "zebra crossing ahead", "n": 99, "odd": 1})
-    rare = store.search(ns, query="fact", filter={"n": 99}, limit=1)  # ranked last of 13
+def test_a_filtered_query_finds_an_item_ranked_last(store: BaseStore) -> None:
+    seed_facts(store)
+    store.put(FACTS, "zebra", {"text": "zebra crossing ahead", "n": 99, "odd": 1})
+    rare = store.search(FACTS, query="fact", filter={"n": 99}, limit=1)  # ranked last of 13
     assert keys(rare) == {"zebra"} and rare[0].score is not None
 
 
-def test_a_query_ranks_the_matching_item_first(store: BaseStore) -> None:
-    ns = ("acme", "memory", "customer-7")
-    store.put(ns, "contact", {"text": "customer prefers email contact in the morning"})
-    store.put(ns, "billing", {"text": "invoice overdue payment reminder sent"})
-    store.put(ns, "shipping", {"text": "shipping address changed to the warehouse"})
-    results = store.search(ns, query="prefers email contact", limit=3)
-    assert results[0].key == "contact"
-    scores = [r.score for r in results if isinstance(r.score, float)]
-    assert len(scores) == len(results) and scores == sorted(scores, reverse=True)
-    assert all(-1.0 <= s <= 1.0 for s in scores) and scores[0] > scores[-1]
-    assert store.search(ns, query="overdue invoice", limit=1)[0].key == "billing"
+def test_query_scores_are_similarities_between_minus_one_and_one(store: BaseStore) -> None:
+    seed_notes(store)
+    scores = [r.score for r in store.search(NOTES, query="prefers email contact", limit=3)]
+    assert len(scores) == 3 and all(isinstance(s, float) and -1.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > scores[-1]  # type: ignore[operator]
 
 
 def test_query_scores_are_cosine_similarities_as_in_memory(store: BaseStore) -> None:
@@ -147,31 +127,10 @@ def test_query_scores_are_cosine_similarities_as_in_memory(store: BaseStore) -> 
     assert all(abs(ours[k] - theirs[k]) < 1e-5 for k in ours)  # type: ignore[operator]
 
 
-def test_unindexed_items_are_kept_but_not_scored(store: BaseStore) -> None:
-    ns = ("acme", "memory")
-    store.put(ns, "indexed", {"text": "email preference"})
-    store.put(ns, "plain", {"text": "email preference"}, index=False)
-    results = store.search(ns, query="email preference", limit=5)
-    assert [(r.key, r.score is None) for r in results] == [("indexed", False), ("plain", True)]
-    assert store.get(ns, "plain") is not None
-
-
-def test_paging_walks_past_a_server_page(store: BaseStore) -> None:
-    ns = ("acme", "bulk")
-    store.batch(
-        [
-            PutOp(ns, f"k{n:04d}", {"text": f"item {n}", "n": n, "edge": not 20 <= n < 600})
-            for n in range(620)
-        ]
-    )
-    seen: list[str] = []
-    for offset in range(0, 700, 150):
-        seen += [item.key for item in store.search(ns, limit=150, offset=offset)]
-    assert len(seen) == 620 and set(seen) == {f"k{n:04d}" for n in range(620)}
-    tail = store.search(ns, filter={"n": {"$gte": 600}}, limit=50)
-    assert keys(tail) == {f"k{n:04d}" for n in range(600, 620)}
-    ends = store.search(ns, filter={"edge": True}, limit=100)  # both ends of the 620
-    assert keys(ends) == {f"k{n:04d}" for n in [*range(20), *range(600, 620)]}
+def test_a_filter_reaches_both_ends_past_a_server_page(store: BaseStore) -> None:
+    seed_bulk(store)
+    ends = store.search(BULK, filter={"edge": True}, limit=100)  # the first and last 20 of 620
+    assert keys(ends) == {bulk_key(n) for n in [*range(20), *range(600, 620)]}
 
 
 def test_a_batch_reads_the_state_before_its_writes(store: BaseStore) -> None:
@@ -191,69 +150,24 @@ def test_a_batch_reads_the_state_before_its_writes(store: BaseStore) -> None:
     assert after is not None and after.value == {"text": "last"}
 
 
-def test_list_namespaces(store: BaseStore) -> None:
-    for ns in [("acme", "memory", "u1"), ("acme", "memory", "u2", "v1"), ("acme", "history")]:
-        store.put(ns, "k", {"text": "x"})
+def test_listing_ignores_look_alikes_and_spans_tenants_without_a_prefix(store: BaseStore) -> None:
     store.put(("acme", "memory", "u1"), "k2", {"text": "y"})
     store.put(("acme-1", "memory"), "k", {"text": "x"})
-    assert store.list_namespaces(prefix=("acme",)) == [
-        ("acme", "history"),
-        ("acme", "memory", "u1"),
-        ("acme", "memory", "u2", "v1"),
-    ]
-    assert store.list_namespaces(prefix=("acme",), max_depth=2) == [
-        ("acme", "history"),
-        ("acme", "memory"),
-    ]
-    assert store.list_namespaces(prefix=("acme", "memory")) == [
-        ("acme", "memory", "u1"),
-        ("acme", "memory", "u2", "v1"),
-    ]
-    assert store.list_namespaces(prefix=("acme", "*", "u1")) == [("acme", "memory", "u1")]
-    assert store.list_namespaces(prefix=("acme",), suffix=("v1",)) == [
-        ("acme", "memory", "u2", "v1")
-    ]
-    assert store.list_namespaces(prefix=("acme",), limit=1, offset=1) == [("acme", "memory", "u1")]
-    assert store.list_namespaces(prefix=("nobody",)) == []
+    test_list_namespaces(store)  # the shared expectations hold with these two present
     assert store.list_namespaces(max_depth=1) == [("acme",), ("acme-1",)]  # no prefix: all
     assert store.list_namespaces(suffix=("memory",)) == [("acme-1", "memory")]
 
 
-def test_tenants_never_see_each_other(store: BaseStore) -> None:
-    store.put(("tenant-a", "memory"), "secret", {"text": "a's private fact", "owner": "a"})
-    store.put(("tenant-b", "memory"), "secret", {"text": "b's private fact", "owner": "b"})
-    store.put(("tenant-a", "memory", "deep"), "other", {"text": "private fact", "owner": "a"})
+def test_a_tenant_whose_name_prefixes_another_is_walled_off_too(store: BaseStore) -> None:
     store.put(("tenant", "memory"), "secret", {"text": "private fact", "owner": "t"})
-    for tenant, other in [("tenant-a", "b"), ("tenant-b", "a")]:
-        got = store.get((tenant, "memory"), "secret")
-        assert got is not None and got.value["owner"] == tenant[-1]
-        found = store.search((tenant,), query="private fact", limit=50)
-        found += store.search((tenant,), filter={"owner": other}, limit=50)
-        assert all(item.namespace[0] == tenant and item.value["owner"] != other for item in found)
-        listed = store.list_namespaces(prefix=(tenant,))
-        assert listed and all(ns[0] == tenant for ns in listed)
+    test_tenants_never_see_each_other(store)  # the shared walls hold with `tenant` present
     assert {i.value["owner"] for i in store.search(("tenant",), query="fact", limit=50)} == {"t"}
-    store.delete(("tenant-a", "memory"), "secret")
-    assert store.get(("tenant-b", "memory"), "secret") is not None
-    assert store.search(("tenant-c",), query="private fact") == []
 
 
-def test_the_async_api_matches_the_sync_one(store: BaseStore) -> None:
-    ns = ("acme", "memory")
-
-    async def scenario() -> tuple[Any, ...]:
-        await store.aput(ns, "pref", {"text": "prefers email"})
-        await store.aput(ns, "other", {"text": "likes cats"})
-        got = await store.aget(ns, "pref")
-        hits = await store.asearch(ns, query="email please", limit=1)
-        listed = await store.alist_namespaces(prefix=("acme",))
-        await store.adelete(ns, "other")
-        return got, hits, listed, await store.aget(ns, "other")
-
-    got, hits, listed, gone = asyncio.run(scenario())
-    assert got is not None and got.value == {"text": "prefers email"}
-    assert [h.key for h in hits] == ["pref"] and listed == [ns] and gone is None
-    assert [h.key for h in store.search(ns, query="email please", limit=1)] == ["pref"]
+def test_sync_reads_see_async_writes(store: BaseStore) -> None:
+    test_the_async_api_matches_the_sync_one(store)
+    hits = store.search(("acme", "memory"), query="email please", limit=1)
+    assert [h.key for h in hits] == ["pref"]
 
 
 # --- Redis only ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""WeaviateStore: helpers offline; one BaseStore suite on InMemoryStore and (if set) Weaviate."""
+"""WeaviateStore: helpers offline; the shared BaseStore suite on InMemoryStore and Weaviate."""
 
 from __future__ import annotations
 
@@ -16,21 +16,20 @@ from hypothesis import strategies as st
 from langgraph.store.base import (
     BaseStore,
     GetOp,
-    IndexConfig,
     InvalidNamespaceError,
     ListNamespacesOp,
     MatchCondition,
     Op,
-    PutOp,
     Result,
     SearchOp,
 )
 from langgraph.store.memory import InMemoryStore
+from store_behaviour import *  # noqa: F403 (the shared suite: pytest collects it here)
+from store_behaviour import INDEX, keys
 from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.connect import ConnectionParams
 
 from memory.commitlog import MemoryBackendError
-from memory.embeddings import HashingEmbedder
 from memory.layout import matches_filter
 from memory.weaviate_layout import (
     check_tenant_name,
@@ -52,7 +51,6 @@ SKIP_REASON = (
     "installed on this machine; set it to run the Weaviate backend suite)"
 )
 needs_weaviate = pytest.mark.skipif(not WEAVIATE_URL, reason=SKIP_REASON)
-INDEX: IndexConfig = {"dims": 64, "embed": HashingEmbedder(dims=64), "fields": ["text"]}
 labels = st.text(min_size=1, max_size=6).filter(lambda s: "." not in s and "\x00" not in s)
 namespaces = st.lists(labels, max_size=4).map(tuple)
 S = TypeVar("S", bound=WeaviateStore)
@@ -282,7 +280,7 @@ def test_the_collection_schema_is_valid_for_the_client() -> None:
     assert {props[n]["dataType"][0] for n in ("created_at", "updated_at")} == {"date"}
 
 
-# --- the BaseStore behaviour suite --------------------------------------------------------------
+# --- the shared BaseStore suite (tests/store_behaviour.py) runs on this fixture --------------
 
 
 @pytest.fixture(params=["in-memory", pytest.param("weaviate", marks=needs_weaviate)])
@@ -299,144 +297,6 @@ def store(request: pytest.FixtureRequest) -> Iterator[BaseStore]:
             yield opened
         finally:
             opened.client.collections.delete(opened.collection_name)
-
-
-def keys(items: list[Any]) -> set[str]:
-    return {item.key for item in items}
-
-
-def test_put_get_update_delete(store: BaseStore) -> None:
-    ns = ("acme", "memory", "u1")
-    assert store.get(ns, "pref") is None
-    store.put(ns, "pref", {"text": "likes email", "n": 1})
-    got = store.get(ns, "pref")
-    assert got is not None and got.value == {"text": "likes email", "n": 1}
-    assert got.namespace == ns and got.key == "pref" and got.created_at <= got.updated_at
-    store.put(ns, "pref", {"text": "likes phone", "n": 2})
-    again = store.get(ns, "pref")
-    assert again is not None and again.value["text"] == "likes phone"
-    store.delete(ns, "pref")
-    assert store.get(ns, "pref") is None
-    assert store.search(("acme",)) == []
-
-
-def test_search_by_prefix_follows_label_boundaries(store: BaseStore) -> None:
-    store.put(("acme", "memory", "a"), "1", {"text": "one"})
-    store.put(("acme", "memory", "ab"), "2", {"text": "two"})
-    store.put(("acme", "memory", "a", "deep"), "3", {"text": "three"})
-    store.put(("acme", "history"), "4", {"text": "four"})
-    store.put(("acme",), "5", {"text": "root"})
-    assert keys(store.search(("acme",), limit=50)) == {"1", "2", "3", "4", "5"}
-    assert keys(store.search(("acme", "memory"), limit=50)) == {"1", "2", "3"}
-    assert keys(store.search(("acme", "memory", "a"), limit=50)) == {"1", "3"}
-    assert keys(store.search(("acme", "memory", "a", "deep"))) == {"3"}
-    assert store.search(("acme", "nothing")) == []
-
-
-def test_filters_apply_before_limit_and_offset(store: BaseStore) -> None:
-    ns = ("acme", "facts")
-    store.batch(
-        [PutOp(ns, f"k{n}", {"text": f"fact {n}", "n": n, "odd": n % 2}) for n in range(12)]
-    )
-    big = store.search(ns, filter={"n": {"$gte": 3}}, limit=100)
-    assert keys(big) == {f"k{n}" for n in range(3, 12)}
-    pages = [store.search(ns, filter={"n": {"$gte": 3}}, limit=4, offset=o) for o in (0, 4, 8)]
-    assert [len(p) for p in pages] == [4, 4, 1]
-    assert set().union(*(keys(p) for p in pages)) == keys(big)
-    assert keys(store.search(ns, filter={"odd": 1, "n": {"$lt": 6}})) == {"k1", "k3", "k5"}
-    assert keys(store.search(ns, filter={"n": {"$ne": 0}}, limit=100)) == keys(big) | {"k1", "k2"}
-    ranked = store.search(ns, query="fact", filter={"odd": 0}, limit=3, offset=1)
-    assert len(ranked) == 3 and all(item.value["odd"] == 0 for item in ranked)
-
-
-def test_a_query_ranks_the_matching_item_first(store: BaseStore) -> None:
-    ns = ("acme", "memory", "customer-7")
-    store.put(ns, "contact", {"text": "customer prefers email contact in the morning"})
-    store.put(ns, "billing", {"text": "invoice overdue payment reminder sent"})
-    store.put(ns, "shipping", {"text": "shipping address changed to the warehouse"})
-    results = store.search(ns, query="prefers email contact", limit=3)
-    assert results[0].key == "contact"
-    scores = [r.score for r in results if isinstance(r.score, float)]
-    assert len(scores) == len(results) and scores == sorted(scores, reverse=True)
-    assert store.search(ns, query="overdue invoice", limit=1)[0].key == "billing"
-
-
-def test_unindexed_items_are_kept_but_not_scored(store: BaseStore) -> None:
-    ns = ("acme", "memory")
-    store.put(ns, "indexed", {"text": "email preference"})
-    store.put(ns, "plain", {"text": "email preference"}, index=False)
-    results = store.search(ns, query="email preference", limit=5)
-    assert [(r.key, r.score is None) for r in results] == [("indexed", False), ("plain", True)]
-    assert store.get(ns, "plain") is not None
-
-
-def test_paging_walks_past_a_server_page(store: BaseStore) -> None:
-    ns = ("acme", "bulk")
-    store.batch([PutOp(ns, f"k{n:04d}", {"text": f"item {n}", "n": n}) for n in range(620)])
-    seen: list[str] = []
-    for offset in range(0, 700, 150):
-        seen += [item.key for item in store.search(ns, limit=150, offset=offset)]
-    assert len(seen) == 620 and set(seen) == {f"k{n:04d}" for n in range(620)}
-    tail = store.search(ns, filter={"n": {"$gte": 600}}, limit=50)
-    assert keys(tail) == {f"k{n:04d}" for n in range(600, 620)}
-
-
-def test_list_namespaces(store: BaseStore) -> None:
-    for ns in [("acme", "memory", "u1"), ("acme", "memory", "u2", "v1"), ("acme", "history")]:
-        store.put(ns, "k", {"text": "x"})
-    assert store.list_namespaces(prefix=("acme",)) == [
-        ("acme", "history"),
-        ("acme", "memory", "u1"),
-        ("acme", "memory", "u2", "v1"),
-    ]
-    assert store.list_namespaces(prefix=("acme",), max_depth=2) == [
-        ("acme", "history"),
-        ("acme", "memory"),
-    ]
-    assert store.list_namespaces(prefix=("acme", "memory")) == [
-        ("acme", "memory", "u1"),
-        ("acme", "memory", "u2", "v1"),
-    ]
-    assert store.list_namespaces(prefix=("acme", "*", "u1")) == [("acme", "memory", "u1")]
-    assert store.list_namespaces(prefix=("acme",), suffix=("v1",)) == [
-        ("acme", "memory", "u2", "v1")
-    ]
-    assert store.list_namespaces(prefix=("acme",), limit=1, offset=1) == [("acme", "memory", "u1")]
-    assert store.list_namespaces(prefix=("nobody",)) == []
-
-
-def test_tenants_never_see_each_other(store: BaseStore) -> None:
-    store.put(("tenant-a", "memory"), "secret", {"text": "a's private fact", "owner": "a"})
-    store.put(("tenant-b", "memory"), "secret", {"text": "b's private fact", "owner": "b"})
-    store.put(("tenant-a", "memory", "deep"), "other", {"text": "private fact", "owner": "a"})
-    for tenant, other in [("tenant-a", "b"), ("tenant-b", "a")]:
-        got = store.get((tenant, "memory"), "secret")
-        assert got is not None and got.value["owner"] == tenant[-1]
-        found = store.search((tenant,), query="private fact", limit=50)
-        found += store.search((tenant,), filter={"owner": other}, limit=50)
-        assert all(item.namespace[0] == tenant and item.value["owner"] != other for item in found)
-        listed = store.list_namespaces(prefix=(tenant,))
-        assert listed and all(ns[0] == tenant for ns in listed)
-    store.delete(("tenant-a", "memory"), "secret")
-    assert store.get(("tenant-b", "memory"), "secret") is not None
-    assert store.search(("tenant-c",), query="private fact") == []
-
-
-def test_the_async_api_matches_the_sync_one(store: BaseStore) -> None:
-    ns = ("acme", "memory")
-
-    async def scenario() -> tuple[Any, ...]:
-        await store.aput(ns, "pref", {"text": "prefers email"})
-        await store.aput(ns, "other", {"text": "likes cats"})
-        got = await store.aget(ns, "pref")
-        hits = await store.asearch(ns, query="email please", limit=1)
-        listed = await store.alist_namespaces(prefix=("acme",))
-        await store.adelete(ns, "other")
-        return got, hits, listed, await store.aget(ns, "other")
-
-    got, hits, listed, gone = asyncio.run(scenario())
-    assert got is not None and got.value == {"text": "prefers email"}
-    assert [h.key for h in hits] == ["pref"] and listed == [ns] and gone is None
 
 
 # --- Weaviate only (needs a server) -------------------------------------------------------------
