@@ -19,6 +19,7 @@ BENCHMARKS = {
     "B9": "bench.b9_killswitch",
     "B11": "bench.b11_budget",
     "B12": "bench.b12_gateway",
+    "B13": "bench.b13_memory_write",
 }
 """Benchmark id → module exposing `run() -> dict`."""
 

@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import regopy  # noqa: F401  (must load before usearch: see below)
 from usearch.index import Index
+
+# usearch's extension carries its own C++ runtime; when it loads before regopy's, regopy's
+# policies mis-evaluate and its compile errors lose their line numbers (the support graph's
+# approvals and tests/test_policy_bundle.py fail). Loaded after regopy, both work:
+# tests/test_import_order.py pins it.
 
 __all__ = ["HnswParams", "RWLock", "Ref", "VectorPartition"]
 
