@@ -18,7 +18,7 @@ from memory.embeddings import embedder_from_name, embedding_dims
 from memory.freshness import SourceMonitor
 from memory.layout import INDEX_FIELDS
 from memory.versioned import VersionedMemory
-from observability.endpoints import safe_url
+from observability.endpoints import redis_client, safe_url
 
 __all__ = ["in_memory", "open_memory"]
 
@@ -137,7 +137,7 @@ def _redis_tiers(
     from memory.redis_commitlog import RedisCommitLog
     from memory.redis_store import RedisMemoryStore
 
-    client = redis.Redis.from_url(url)
+    client = redis_client(url, 10.0)
     stack.callback(client.close)
     try:
         client.ping()

@@ -77,7 +77,7 @@ class SourceMonitor:
     def observe(self, store: BaseStore, tenant: str, source: str, value: Any, *, by: str) -> None:
         """Record a write from `source`; disable the source if its shape drifted."""
         now = self._clock()
-        status = self.statuses(store, tenant, fresh=True).get(source)
+        status = self._load(store, tenant, source)
         fields = tuple(sorted(value)) if isinstance(value, Mapping) else ()
         rule = self.rule_for(source)
         if status is None:
@@ -102,7 +102,7 @@ class SourceMonitor:
         Re-enabling also adopts the latest shape and restarts the silence clock.
         """
         now = self._clock()
-        status = self.statuses(store, tenant, fresh=True).get(source) or SourceStatus(
+        status = self._load(store, tenant, source) or SourceStatus(
             source=source, enabled=True, reason="", changed_by=by, changed_at=now,
             last_write=now, fields=(),
         )  # fmt: skip
@@ -139,6 +139,11 @@ class SourceMonitor:
         if rule and rule.max_age_s is not None and self._clock() - written_at > rule.max_age_s:
             return "blocked" if rule.on_stale == "exclude" else "stale"
         return "ok"
+
+    def _load(self, store: BaseStore, tenant: str, source: str) -> SourceStatus | None:
+        """One source's stored state (a write reads only its own source, not all of them)."""
+        item = store.get(ns_of(tenant, "sources"), source)
+        return _status_from(item.value) if item is not None else None
 
     def _silenced(self, status: SourceStatus, now: float) -> SourceStatus:
         rule = self.rule_for(status.source)

@@ -7,7 +7,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langgraph.store.base import BaseStore, GetOp, Item, PutOp
@@ -161,15 +161,16 @@ class Projector:
                 records.append(record_from(change.namespace, item.value))
         return records
 
-    def _project(self, tenant: str, records: Iterable[MemoryRecord]) -> None:
+    def _project(self, tenant: str, records: Sequence[MemoryRecord]) -> None:
+        current = self.current(tenant, [(r.namespace, r.key) for r in records])
         for record in records:
-            current = self.current(tenant, [(record.namespace, record.key)])
-            if current[(record.namespace, record.key)][1] >= record.version:
-                continue  # a newer version is already in place (another process projected it)
+            payload, version = current[(record.namespace, record.key)]
+            if version >= record.version:
+                continue  # already applied (a re-run after a crash, or a lease taken over)
             space = ns_of(tenant, "memory", record.namespace)
-            for store in self.stores():
-                if record.deleted or store is not self.store(record.tier):
-                    store.delete(space, record.key)
+            old_tier = payload.get("tier") if payload else None
+            if old_tier is not None and (record.deleted or old_tier != record.tier):
+                self.store(old_tier).delete(space, record.key)  # deleted, or moved tier
             if record.deleted:
                 self.long.put(
                     ns_of(tenant, "tombs", record.namespace),

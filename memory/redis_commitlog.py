@@ -9,7 +9,7 @@ import redis
 
 from memory.base import LogEntry
 from memory.commitlog import MemoryBackendError, check_seq
-from observability.endpoints import safe_url
+from observability.endpoints import redis_client, redis_hint, safe_url
 
 __all__ = ["RedisCommitLog"]
 
@@ -48,12 +48,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _hint(error: redis.exceptions.RedisError) -> str:
-    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return "is Redis running there? check BASTION_REDIS_URL"
-    return "it needs a standalone (or single-shard) Redis >= 7 with Lua scripting"
-
-
 class RedisCommitLog:
     """`CommitLog` on Redis, atomic across processes and hosts; semantics as
     `InMemoryCommitLog` (the conformance suite runs both). Each call is one round trip.
@@ -80,12 +74,7 @@ class RedisCommitLog:
         self._owns = isinstance(url_or_client, str)
         self.url = safe_url(url_or_client)
         """Where the log lives (password hidden), as named in errors."""
-        if isinstance(url_or_client, str):
-            self._client = redis.Redis.from_url(
-                url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-        else:
-            self._client = url_or_client
+        self._client = redis_client(url_or_client, timeout_s)
         self._prefix = prefix
         self._append = self._client.register_script(_APPEND)
         self._mark = self._client.register_script(_MARK)
@@ -170,5 +159,5 @@ class RedisCommitLog:
             raise MemoryBackendError(
                 f"memory commit log at {self.url} failed: could not {action} {whose} "
                 f"({type(error).__name__}: {error}). No memory write is accepted until it "
-                f"works. Hint: {_hint(error)}."
+                f"works. Hint: {redis_hint(error)}."
             ) from error

@@ -38,9 +38,12 @@ from redis.commands.search.aggregation import AggregateRequest
 from redis.commands.search.query import Query
 
 from memory.commitlog import MemoryBackendError
-from observability.endpoints import safe_url
+from observability.endpoints import redis_client, safe_url
 
 __all__ = ["RedisMemoryStore", "namespace_digests"]
+
+_TIMEOUT_S = 10.0
+"""Socket timeout of a client opened from a URL: a dead server fails instead of hanging."""
 
 _SEP = "\x1f"  # joins namespace labels in the `ns` field; refused inside labels
 _PAGE = 500  # documents per FT.SEARCH page when a filter is applied here
@@ -153,9 +156,7 @@ class RedisMemoryStore(BaseStore):
         if oversample < 1:
             raise ValueError(f"`oversample` must be at least 1, got {oversample!r}")
         self._owned = isinstance(client_or_url, str)
-        self.client: redis.Redis = (
-            redis.Redis.from_url(client_or_url) if isinstance(client_or_url, str) else client_or_url
-        )
+        self.client = redis_client(client_or_url, _TIMEOUT_S)
         self._where = safe_url(client_or_url)
         self.prefix = prefix
         self.index_name = f"{prefix}:idx"

@@ -1,11 +1,14 @@
-"""How a backend is named in errors and logs: its address, never its credentials."""
+"""Reaching a backend: a Redis client with timeouts, its address for errors and logs (never its
+credentials), and what to do when a call fails."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["safe_url"]
+import redis
+
+__all__ = ["redis_client", "redis_hint", "safe_url"]
 
 
 def safe_url(target: Any) -> str:
@@ -29,3 +32,19 @@ def safe_url(target: Any) -> str:
         f":{parts.port}" if parts.port else ""
     )
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_client(url_or_client: redis.Redis | str, timeout_s: float) -> redis.Redis:
+    """A client for a `redis://` URL (socket timeouts `timeout_s`), or the given client as is."""
+    if not isinstance(url_or_client, str):
+        return url_or_client
+    return redis.Redis.from_url(
+        url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+
+
+def redis_hint(error: redis.exceptions.RedisError) -> str:
+    """What to do about a failed Redis call."""
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "is Redis running there? check BASTION_REDIS_URL"
+    return "it needs a standalone (or single-shard) Redis >= 7 with Lua scripting"

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from observability.endpoints import safe_url
+from observability.endpoints import redis_client, redis_hint, safe_url
 from tools.base import (
     Claim,
     Compensation,
@@ -21,7 +21,7 @@ from tools.base import (
 from tools.ledger import in_doubt_outcome, owner_is_dead, pending_record, shadow_record
 from tools.sqlite_ledger import dump_json, record_fields, record_from_fields
 
-__all__ = ["RedisEffectLedger", "redis_client", "redis_hint"]
+__all__ = ["RedisEffectLedger"]
 
 # Scripts name index keys they build from the prefix, so the ledger needs a standalone (or
 # single-shard) Redis. KEYS: record, seq counter, then the all/run/thread/tenant indexes.
@@ -113,22 +113,6 @@ while #out < tonumber(ARGV[2]) do
 end
 return out
 """
-
-
-def redis_client(url_or_client: redis.Redis | str, timeout_s: float) -> redis.Redis:
-    """A client for a `redis://` URL (socket timeouts `timeout_s`), or the given client as is."""
-    if not isinstance(url_or_client, str):
-        return url_or_client
-    return redis.Redis.from_url(
-        url_or_client, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-    )
-
-
-def redis_hint(error: redis.exceptions.RedisError) -> str:
-    """What to do about a failed Redis call."""
-    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return "is Redis running there? check BASTION_REDIS_URL"
-    return "it needs a standalone (or single-shard) Redis >= 7 with Lua scripting"
 
 
 def _text(value: bytes | str) -> str:

@@ -6,9 +6,8 @@ import math
 
 import redis
 
-from observability.endpoints import safe_url
+from observability.endpoints import redis_client, redis_hint, safe_url
 from tools.base import RateLimiterError
-from tools.redis_ledger import redis_client, redis_hint
 from tools.spec import RateLimit
 
 __all__ = ["RedisRateLimiter"]
