@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import sqlite3
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kill_worker import FileTicket
 
 from guards.base import KillScope, KillSwitch
 from guards.redis_killswitch import RedisKillSwitch
@@ -36,7 +38,7 @@ class Backend:
     address: str
     """The kill file or the Redis URL."""
     sequence: str
-    """The shared ticket counter: a SQLite file with table `seq`, or a Redis key."""
+    """The shared ticket counter: a `FileTicket` file, or a Redis key."""
     switch: KillSwitch
     """The parent's (the console's) handle."""
     ticket: Callable[[], int]
@@ -47,25 +49,16 @@ class Backend:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A kill switch and a ticket counter that several processes can reach."""
     if request.param == "sqlite":
-        sequence = tmp_path / "seq.sqlite"
-        counter = sqlite3.connect(sequence, isolation_level=None, timeout=DEADLINE_S)
-        counter.executescript(
-            "PRAGMA journal_mode=WAL; CREATE TABLE seq (n INTEGER NOT NULL); "
-            "INSERT INTO seq VALUES (0);"
-        )
-
-        def sqlite_ticket() -> int:
-            return int(counter.execute("UPDATE seq SET n = n + 1 RETURNING n").fetchall()[0][0])
-
+        ticket = FileTicket(tmp_path / "seq.bin")
         with SqliteKillSwitch(tmp_path / "kill.sqlite") as switch:
             yield Backend(
                 name="sqlite",
                 address=str(switch.path),
-                sequence=str(sequence),
+                sequence=str(tmp_path / "seq.bin"),
                 switch=switch,
-                ticket=sqlite_ticket,
+                ticket=ticket,
             )
-        counter.close()
+        ticket.close()
         return
     url = request.getfixturevalue("redis_url")
     client = redis.Redis.from_url(url)
@@ -112,7 +105,7 @@ class Worker:
         try:
             code = self.proc.wait(timeout=DEADLINE_S)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"worker still dispatching {DEADLINE_S}s after the kill: {self._log()}")
+            pytest.fail(f"worker still dispatching {DEADLINE_S}s after the kill: {self._stacks()}")
         assert code == 0, self._log()
         self._reader.join(DEADLINE_S)
         last = ""
@@ -144,6 +137,13 @@ class Worker:
         if line is None:
             pytest.fail(f"worker exited early with code {self.proc.wait()}: {self._log()}")
         return line
+
+    def _stacks(self) -> str:
+        """Ask the stuck worker for its stacks (see kill_worker.py), then return its stderr."""
+        self.proc.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # it runs on; this gives it time
+            self.proc.wait(timeout=1.0)
+        return self._log()
 
     def _log(self) -> str:
         return f"stderr of {self.proc.args!r}:\n{self._stderr_path.read_text()[-3000:]}"
