@@ -30,6 +30,7 @@ from nodes import (
     make_guard_node,
     make_intake_node,
     make_orchestrator_node,
+    traced,
     route_after_agent,
     route_after_approval,
     route_after_execute,
@@ -37,7 +38,7 @@ from nodes import (
     route_after_intake,
     route_from_orchestrator,
 )
-from observability import PriceTable
+from observability import PriceTable, Tracer
 from tools import (
     EffectLedger,
     ExecutionGateway,
@@ -98,6 +99,7 @@ def build_orchestrator(
     shadow: ShadowMode | None = None,
     memory: VersionedMemory | None = None,
     memory_bindings: Mapping[str, MemoryBinding] | None = None,
+    tracer: Tracer | None = None,
 ) -> OrchestratorBuilder:
     """Build (but do not compile) a governed orchestrator graph.
 
@@ -123,6 +125,9 @@ def build_orchestrator(
         memory: the memory agents read (and memory tools, built over the same memory, write).
         memory_bindings: by agent name, what the agent may read and recalls before each
             turn; agents without one read no memory.
+        tracer: records every node step as a reasoning trace event and audits decisions,
+            approvals and effects (`Services.tracer`); its encoder must be
+            `nodes.encode_step`. None: nothing is traced.
 
     Raises:
         WorkflowConfigError: no agents, duplicate names, a workflow naming unknown tools, or
@@ -156,13 +161,16 @@ def build_orchestrator(
 
     # Typed as Any while wiring: LangGraph's add_node overloads infer a `total=False` TypedDict
     # node input as Never, rejecting correctly typed node functions.
-    builder: Any = StateGraph(RunState, context_schema=RunContext)
-    builder.add_node("intake", make_intake_node(workflow, guard))
-    builder.add_node(
-        "orchestrator", make_orchestrator_node(router or SequentialRouter(), names, gate)
-    )
+    graph: Any = StateGraph(RunState, context_schema=RunContext)
+    side_effects = {spec.name: spec.side_effect for spec in registry}
+
+    def add_node(name: str, node: Any) -> None:
+        graph.add_node(name, traced(name, node, tracer, side_effects) if tracer else node)
+
+    add_node("intake", make_intake_node(workflow, guard))
+    add_node("orchestrator", make_orchestrator_node(router or SequentialRouter(), names, gate))
     for agent in agents:
-        builder.add_node(
+        add_node(
             agent_node_name(agent.name),
             make_agent_node(
                 agent,
@@ -177,11 +185,17 @@ def build_orchestrator(
         registry, effects=effects, rate_limiter=rate_limiter, secrets=secrets
     )
     execute = make_execute_node(gateway, guard, shadow or ShadowMode())
-    builder.add_node("guard", make_guard_node(judge, execute))
-    builder.add_node("approval", make_approval_node(workflow.escalation, judge))
-    builder.add_node("execute", execute)
-    builder.add_node("finalize", make_finalize_node(workflow, guard))
+    add_node("guard", make_guard_node(judge, execute))
+    add_node("approval", make_approval_node(workflow.escalation, judge))
+    add_node("execute", execute)
+    add_node("finalize", make_finalize_node(workflow, guard))
+    _add_edges(graph, agent_nodes)
+    built: OrchestratorBuilder = graph
+    return built
 
+
+def _add_edges(builder: Any, agent_nodes: Sequence[str]) -> None:
+    """The flat hub-and-spoke edges (see `build_orchestrator`)."""
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", route_after_intake, ["orchestrator", "finalize"])
     builder.add_conditional_edges(
@@ -199,5 +213,3 @@ def build_orchestrator(
     )
     builder.add_conditional_edges("execute", route_after_execute, agent_nodes)
     builder.add_edge("finalize", END)
-    built: OrchestratorBuilder = builder
-    return built

@@ -1,5 +1,5 @@
 """`Services`: the shared backends (kill switch, budget ledger, effect ledger, rate limiter,
-memory) chosen from settings."""
+memory, trace sink, audit log) chosen from settings."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ from guards.redis_budget import RedisBudgetLedger
 from guards.redis_killswitch import RedisKillSwitch
 from guards.sqlite_killswitch import SqliteKillSwitch
 from memory import VersionedMemory, in_memory, open_memory
+from nodes import encode_step
+from observability import (
+    AuditLog,
+    InMemoryAuditLog,
+    InMemoryTraceSink,
+    Tracer,
+    TraceSink,
+)
 from tools import (
     EffectLedger,
     InMemoryEffectLedger,
@@ -51,8 +59,19 @@ class Services:
     """Token buckets of the tools' rate limits."""
     memory: VersionedMemory = field(default_factory=in_memory)
     """Versioned, governed memory: agents read it before their turns, memory tools write it."""
+    traces: TraceSink = field(default_factory=InMemoryTraceSink)
+    """Reasoning trace events and run summaries (what the console and `bastion replay` read)."""
+    audit: AuditLog = field(default_factory=InMemoryAuditLog)
+    """The hash-chained audit log: decisions, approvals, effects, kills, policy loads, reverts."""
+    tracer: Tracer = field(default=None)  # type: ignore[assignment]
+    """Writes `traces` and `audit` off the graph's hot path (built from them by default)."""
     closer: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
     """Closes what was opened for these services (memory backends)."""
+
+    def __post_init__(self) -> None:
+        if self.tracer is None:
+            tracer = Tracer(sink=self.traces, audit=self.audit, encode=encode_step)
+            object.__setattr__(self, "tracer", tracer)
 
     @classmethod
     def in_process(cls) -> Services:
@@ -89,9 +108,12 @@ class Services:
             raise
 
     def close(self) -> None:
-        """Close the backends' connections (memory, then any backend that has `close()`)."""
+        """Write what the tracer holds, then close the backends' connections (memory, then
+        any backend that has `close()`)."""
+        self.tracer.close()
         self.closer.close()
-        for backend in (self.kill_switch, self.ledger, self.effects, self.rate_limiter):
+        backends = (self.kill_switch, self.ledger, self.effects, self.rate_limiter)
+        for backend in (*backends, self.traces, self.audit):
             close = getattr(backend, "close", None)
             if callable(close):
                 close()
@@ -109,19 +131,30 @@ class Services:
 
 
 def _backends(settings: Settings) -> dict[str, Any]:
-    """Kill switch, budget ledger, effect ledger and rate limiter for `settings`."""
+    """Kill switch, budget ledger, effect ledger, rate limiter, trace sink and audit log for
+    `settings`."""
+    from observability.redis_audit import RedisAuditLog
+    from observability.redis_trace import RedisTraceSink
+    from observability.sqlite_audit import SqliteAuditLog
+    from observability.sqlite_trace import SqliteTraceSink
+
+    key = settings.audit_key.encode() if settings.audit_key else None
     if settings.redis_url:
         return {
             "kill_switch": RedisKillSwitch(settings.redis_url),
             "ledger": RedisBudgetLedger(settings.redis_url),
             "effects": RedisEffectLedger(settings.redis_url),
             "rate_limiter": RedisRateLimiter(settings.redis_url),
+            "traces": RedisTraceSink(settings.redis_url),
+            "audit": RedisAuditLog(settings.redis_url, key=key),
         }
     return {
         "kill_switch": SqliteKillSwitch(settings.kill_switch_path),
         "ledger": InMemoryBudgetLedger(),
         "effects": SqliteEffectLedger(settings.effects_path),
         "rate_limiter": InMemoryRateLimiter(),
+        "traces": SqliteTraceSink(settings.traces_path),
+        "audit": SqliteAuditLog(settings.audit_path, key=key),
     }
 
 

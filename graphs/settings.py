@@ -39,6 +39,9 @@ class Settings(BaseModel):
     """`BASTION_TENANT`: tenant used by the CLI when none is given."""
     policy_key: str | None = None
     """`BASTION_POLICY_KEY`: HMAC key; when set, policy bundles must be signed with it."""
+    audit_key: str | None = None
+    """`BASTION_AUDIT_KEY`: HMAC key of the audit chain; when set, nobody without it can
+    re-seal an altered log (without it, the chain proves integrity against a kept head)."""
 
     @field_validator("redis_url")
     @classmethod
@@ -102,6 +105,21 @@ class Settings(BaseModel):
     def memory_path(self) -> Path:
         """Folder of embedded memory (short- and long-term stores, commit log)."""
         return self.home / "memory"
+
+    @property
+    def traces_path(self) -> Path:
+        """SQLite trace sink shared by processes on this machine (embedded default)."""
+        return self.home / "traces.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        """SQLite hash-chained audit log shared by processes on this machine (embedded)."""
+        return self.home / "audit.sqlite"
+
+    @property
+    def console_keys_path(self) -> Path:
+        """The console's API keys (hashes only)."""
+        return self.home / "console-keys.json"
 
     @property
     def support_db_path(self) -> Path:

@@ -44,6 +44,7 @@ from nodes.state import (
     VerdictRecord,
 )
 from nodes.toolview import ToolViews
+from nodes.tracing import NodeStep, encode_step, traced
 from nodes.workflow import (
     AgentSpec,
     EntryCondition,
@@ -55,6 +56,7 @@ from nodes.workflow import (
 
 __all__ = [
     "MEMORY_HEADER",
+    "NodeStep",
     "Admission",
     "AgentSpec",
     "BudgetState",
@@ -88,6 +90,7 @@ __all__ = [
     "Workflow",
     "WorkflowConfigError",
     "agent_node_name",
+    "encode_step",
     "estimate_tokens",
     "load_chat_model",
     "make_agent_node",
@@ -106,5 +109,6 @@ __all__ = [
     "route_from_orchestrator",
     "run_scope",
     "this_run",
+    "traced",
     "tool_scope",
 ]

@@ -1,5 +1,62 @@
-"""Observability: what runs cost and, in later layers, how they are traced and audited."""
+"""Observability: reasoning traces, the hash-chained audit log, costs, KPIs and explanations."""
 
+from observability.base import AuditLog, TraceBackendError, TraceSink
+from observability.chain import (
+    GENESIS,
+    AuditConfigError,
+    ChainProblem,
+    VerifyReport,
+    canonical,
+    check_entry,
+    seal,
+    verify_chain,
+)
+from observability.events import (
+    AUDIT_KINDS,
+    AuditEntry,
+    AuditHead,
+    AuditKind,
+    AuditRecord,
+    CostRecord,
+    RunSummary,
+    TraceEvent,
+    TraceStatus,
+)
+from observability.memory_sinks import InMemoryAuditLog, InMemoryTraceSink
 from observability.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
+from observability.runs import OUTCOME_STATUSES, fold_run, zero_cost
+from observability.tracer import Encoder, Tracer, TracerStats
 
-__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable"]
+__all__ = [
+    "AUDIT_KINDS",
+    "DEFAULT_PRICES",
+    "GENESIS",
+    "OUTCOME_STATUSES",
+    "AuditConfigError",
+    "AuditEntry",
+    "AuditHead",
+    "AuditKind",
+    "AuditLog",
+    "AuditRecord",
+    "ChainProblem",
+    "CostRecord",
+    "Encoder",
+    "InMemoryAuditLog",
+    "InMemoryTraceSink",
+    "ModelPrice",
+    "PriceTable",
+    "RunSummary",
+    "TraceBackendError",
+    "TraceEvent",
+    "TraceSink",
+    "TraceStatus",
+    "Tracer",
+    "TracerStats",
+    "VerifyReport",
+    "canonical",
+    "check_entry",
+    "fold_run",
+    "seal",
+    "verify_chain",
+    "zero_cost",
+]

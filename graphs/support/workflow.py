@@ -136,6 +136,7 @@ def build_support_graph(
         shadow=shadow,
         memory=memory,
         memory_bindings={name: SUPPORT_MEMORY for name in MEMORY_AGENTS},
+        tracer=services.tracer,
     )
 
 

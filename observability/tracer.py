@@ -1,0 +1,249 @@
+"""`Tracer`: takes node steps on the hot path, writes traces and audit records off it.
+
+The graph thread only appends a small raw step to a bounded queue (about a microsecond). A
+daemon thread turns steps into trace events and audit entries (the `encode` function, from
+`nodes`) and writes them in batches. If a sink is down, the writer keeps its batch and retries
+with backoff while the queue fills; once full, new steps are dropped and counted, so memory
+stays bounded. When writing works again, an audit `gap` record says how many were lost and
+when, so a loss is never silent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from observability.base import AuditLog, TraceSink
+from observability.events import AuditEntry, TraceEvent
+
+__all__ = ["Encoder", "Tracer", "TracerStats"]
+
+logger = logging.getLogger(__name__)
+
+Encoder = Callable[[Any], tuple[Sequence[TraceEvent], Sequence[AuditEntry]]]
+"""Turns one raw step (whatever the graph recorded) into trace events and audit entries."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TracerStats:
+    """What a tracer has done so far (exported as Prometheus counters)."""
+
+    queued: int
+    """Steps waiting to be written."""
+    events_written: int
+    """Trace events stored."""
+    audit_written: int
+    """Audit records sealed."""
+    dropped: int
+    """Steps lost because the queue was full (a sink was down or too slow)."""
+    encode_errors: int
+    """Steps that could not be encoded (a bug; logged with the step)."""
+    sink_errors: int
+    """Failed writes (each retried)."""
+    last_error: str | None
+    """The latest write failure, if any."""
+
+
+_LIVE: weakref.WeakSet[Tracer] = weakref.WeakSet()
+
+
+class Tracer:
+    """Batches trace events and audit entries to their sinks from a background thread."""
+
+    def __init__(
+        self,
+        *,
+        sink: TraceSink | None,
+        audit: AuditLog | None,
+        encode: Encoder,
+        capacity: int = 10_000,
+        batch_size: int = 512,
+        interval_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        """Args:
+        sink: where trace events go (None: not kept).
+        audit: where audit entries go (None: not kept).
+        encode: raw step -> (trace events, audit entries); runs on the writer thread.
+        capacity: steps held at most (queued plus the batch being retried).
+        batch_size: steps encoded and written per write.
+        interval_s: how long written steps wait at most for a batch to fill.
+        max_backoff_s: the longest pause between retries while a sink is down.
+        """
+        if capacity < 1 or batch_size < 1 or interval_s <= 0:
+            raise ValueError(
+                f"Tracer needs capacity >= 1, batch_size >= 1 and interval_s > 0; got "
+                f"{capacity!r}, {batch_size!r}, {interval_s!r}"
+            )
+        self.sink, self.audit = sink, audit
+        self._encode = encode
+        self._capacity, self._batch_size = capacity, batch_size
+        self._interval_s, self._max_backoff_s = interval_s, max_backoff_s
+        self._queue: deque[Any] = deque()
+        self._events: list[TraceEvent] = []  # encoded, not yet stored
+        self._entries: list[AuditEntry] = []
+        self._counts = {"events": 0, "audit": 0, "dropped": 0, "encode": 0, "sink": 0}
+        self._lost: tuple[int, float, float] | None = None  # dropped steps not yet on record
+        self._last_error: str | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        _LIVE.add(self)
+
+    def record(self, step: Any) -> None:
+        """Queue one raw step; never blocks, never raises (the hot path)."""
+        if len(self._queue) + len(self._events) >= self._capacity:
+            self._drop(1)
+            return
+        self._queue.append(step)
+        if self._thread is None:
+            self._start()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Write everything queued now; True when it was all stored within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        if self._thread is None and (self._queue or self._events or self._entries):
+            self._start()
+        with self._idle:
+            while self._queue or self._events or self._entries or self._lost:
+                self._wake.set()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._idle.wait(min(remaining, 0.05)):
+                    if time.monotonic() >= deadline:
+                        return False
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush, then stop the writer thread (what cannot be written in time is counted as
+        dropped)."""
+        if not self.flush(timeout_s):
+            self._drop(len(self._queue) + len(self._events))
+            logger.error("tracer closed with unwritten steps: %s", self.stats())
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        self._thread = None
+
+    def stats(self) -> TracerStats:
+        """Counters so far."""
+        return TracerStats(
+            queued=len(self._queue),
+            events_written=self._counts["events"],
+            audit_written=self._counts["audit"],
+            dropped=self._counts["dropped"],
+            encode_errors=self._counts["encode"],
+            sink_errors=self._counts["sink"],
+            last_error=self._last_error,
+        )
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._stopping = False
+                self._thread = threading.Thread(
+                    target=self._run, name="bastion-tracer", daemon=True
+                )
+                self._thread.start()
+
+    def _drop(self, count: int) -> None:
+        now = time.time()
+        with self._lock:
+            self._counts["dropped"] += count
+            lost, since, _ = self._lost or (0, now, now)
+            self._lost = (lost + count, since, now)
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            self._wake.wait(backoff or self._interval_s)
+            self._wake.clear()
+            if self._write_pending():
+                backoff = 0.0
+                while self._queue and not self._stopping:
+                    self._encode_batch()
+                    if not self._write_pending():
+                        break
+            else:
+                backoff = min(self._max_backoff_s, max(self._interval_s, backoff * 2))
+            with self._idle:
+                self._idle.notify_all()
+
+    def _encode_batch(self) -> None:
+        for _ in range(min(self._batch_size, len(self._queue))):
+            step = self._queue.popleft()
+            try:
+                events, entries = self._encode(step)
+            except Exception:
+                self._counts["encode"] += 1
+                logger.exception("could not encode trace step %r", step)
+                continue
+            self._events.extend(events)
+            self._entries.extend(entries)
+
+    def _write_pending(self) -> bool:
+        """Store what is encoded; False (and everything kept) when a sink fails."""
+        try:
+            if self._events and self.sink is not None:
+                self.sink.write(self._events)
+            self._counts["events"] += len(self._events)
+            self._events = []
+            self._entries.extend(self._take_gap())
+            if self._entries and self.audit is not None:
+                self.audit.append(self._entries)
+            self._counts["audit"] += len(self._entries)
+            self._entries = []
+        except Exception as error:
+            self._counts["sink"] += 1
+            self._last_error = f"{type(error).__name__}: {error}"
+            if self._counts["sink"] == 1 or self._counts["sink"] % 100 == 0:
+                logger.error("trace/audit write failed (%d so far): %s", self._counts["sink"], error)
+            return False
+        return True
+
+    def _take_gap(self) -> list[AuditEntry]:
+        """An audit `gap` entry for the steps dropped so far (then forgotten: it is pending)."""
+        with self._lock:
+            lost, self._lost = self._lost, None
+        if lost is None:
+            return []
+        count, since, until = lost
+        return [
+            AuditEntry(
+                kind="gap",
+                ts=until,
+                tenant="*",
+                actor="system:tracer",
+                run_id="",
+                subject=f"{count} step(s)",
+                detail={"dropped_steps": count, "since": since, "until": until},
+            )
+        ]
+
+
+def _after_fork() -> None:
+    """A forked child has no writer thread: let the next `record` start one."""
+    for tracer in list(_LIVE):
+        tracer._thread = None
+        tracer._lock = threading.Lock()
+        tracer._idle = threading.Condition(tracer._lock)
+
+
+def _close_all() -> None:
+    for tracer in list(_LIVE):
+        if tracer._thread is not None:
+            tracer.close(timeout_s=2.0)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_close_all)
