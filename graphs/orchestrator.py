@@ -30,13 +30,13 @@ from nodes import (
     make_guard_node,
     make_intake_node,
     make_orchestrator_node,
-    traced,
     route_after_agent,
     route_after_approval,
     route_after_execute,
     route_after_guard,
     route_after_intake,
     route_from_orchestrator,
+    traced,
 )
 from observability import PriceTable, Tracer
 from tools import (

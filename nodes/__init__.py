@@ -56,7 +56,6 @@ from nodes.workflow import (
 
 __all__ = [
     "MEMORY_HEADER",
-    "NodeStep",
     "Admission",
     "AgentSpec",
     "BudgetState",
@@ -71,6 +70,7 @@ __all__ = [
     "ModelConfigError",
     "ModelGate",
     "ModelRouter",
+    "NodeStep",
     "Outcome",
     "OutcomeStatus",
     "ProposalJudge",
@@ -109,6 +109,6 @@ __all__ = [
     "route_from_orchestrator",
     "run_scope",
     "this_run",
-    "traced",
     "tool_scope",
+    "traced",
 ]

@@ -13,6 +13,7 @@ was wrong; nothing in the state changes until a valid answer arrives.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -165,6 +166,8 @@ def _payload(
             for r in requests
         ],
         "reviewers": escalation.reviewers,
+        "deadline": time.time() + escalation.deadline_s if escalation.deadline_s else None,
+        "on_timeout": escalation.on_timeout if escalation.deadline_s else None,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
@@ -85,6 +86,11 @@ class EscalationPath:
     """Role or queue that receives approval requests."""
     allowed_decisions: tuple[str, ...] = ("approve", "edit", "reject")
     """Decisions a reviewer may take."""
+    deadline_s: float | None = None
+    """Response-time target: seconds a request may wait for a reviewer; past it, the console
+    (or `bastion approvals sweep`) takes `on_timeout` on record. None: no deadline."""
+    on_timeout: Literal["reject", "approve"] = "reject"
+    """The default action when the deadline passes (approved actions are still re-checked)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.allowed_decisions) - {"approve", "edit", "reject"}
@@ -92,6 +98,18 @@ class EscalationPath:
             raise WorkflowConfigError(
                 f"EscalationPath.allowed_decisions {self.allowed_decisions!r} must be a "
                 "non-empty subset of ('approve', 'edit', 'reject')"
+            )
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise WorkflowConfigError(
+                f"EscalationPath.deadline_s must be a positive number of seconds or None, "
+                f"got {self.deadline_s!r}"
+            )
+        if self.on_timeout not in ("reject", "approve") or (
+            self.on_timeout not in self.allowed_decisions
+        ):
+            raise WorkflowConfigError(
+                f"EscalationPath.on_timeout {self.on_timeout!r} must be `reject` or `approve` "
+                f"and one of allowed_decisions {self.allowed_decisions!r}"
             )
 
 

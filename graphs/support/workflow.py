@@ -64,7 +64,7 @@ SUPPORT_WORKFLOW = Workflow(
         {"remember_preference", "cancel_order", "issue_refund", "draft_email", "send_email"}
     ),
     limits=RunLimits(max_steps=16, max_tokens=60_000, max_usd=0.006, max_seconds=600),
-    escalation=EscalationPath(reviewers="support-leads"),
+    escalation=EscalationPath(reviewers="support-leads", deadline_s=4 * 3600, on_timeout="reject"),
 )
 
 INSTRUCTIONS = {
