@@ -139,6 +139,7 @@ def verify_chain(
     """
     ordered: Sequence[AuditRecord] = list(records)
     position_of = {record["hash"]: record["seq"] for record in ordered}
+    by_hash = {record["hash"]: record for record in ordered}
     sealed_hash_at: dict[int, str] = {0: GENESIS}  # where each record was sealed -> its hash
     problems: list[ChainProblem] = []
     prev, expected = GENESIS, 1
@@ -153,7 +154,9 @@ def verify_chain(
         else:
             sealed_hash_at.setdefault(seq, record["hash"])
             # A record after a moved one still links to the record sealed just before it.
-            linked = record["prev"] in (prev, sealed_hash_at.get(seq - 1))
+            linked = record["prev"] in (prev, sealed_hash_at.get(seq - 1)) or _sealed_at(
+                by_hash.get(record["prev"]), seq - 1, key
+            )
             if not linked and seq <= expected:
                 problems.append(_unlinked(record, position_of))
         prev, expected = record["hash"], max(expected, seq + 1)
@@ -168,16 +171,23 @@ def verify_chain(
                     f"record {head['seq']} but the log ends at {last} (truncated)",
                 )
             )
-        elif ordered and head["seq"] == last and head["hash"] != ordered[-1]["hash"]:
+        elif sealed_hash_at.get(head["seq"], head["hash"]) != head["hash"]:
+            # The record sealed at the head's position (wherever it sits now; a head may also
+            # be an older witness) must be the one the head names.
             problems.append(
                 ChainProblem(
                     kind="altered",
-                    seq=last,
-                    message=f"record {last} is not the record the kept head sealed "
-                    "(the newest record was replaced)",
+                    seq=head["seq"],
+                    message=f"record {head['seq']} is not the record the kept head sealed "
+                    "(it was replaced)",
                 )
             )
     return VerifyReport(records=len(ordered), head=head, problems=tuple(problems))
+
+
+def _sealed_at(record: AuditRecord | None, seq: int, key: bytes | None) -> bool:
+    """Whether `record`, wherever it sits now, was sealed at position `seq`."""
+    return record is not None and _digest(record, seq, record["prev"], key) == record["hash"]
 
 
 def _removed(expected: int, seq: int) -> ChainProblem:

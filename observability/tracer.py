@@ -232,9 +232,12 @@ class Tracer:
 
 
 def _after_fork() -> None:
-    """A forked child has no writer thread: let the next `record` start one."""
+    """A forked child has no writer thread: let the next `record` start one. What the parent
+    had queued is the parent's to write, not the child's."""
     for tracer in list(_LIVE):
         tracer._thread = None
+        tracer._queue.clear()
+        tracer._events, tracer._entries, tracer._lost = [], [], None
         tracer._lock = threading.Lock()
         tracer._idle = threading.Condition(tracer._lock)
 
