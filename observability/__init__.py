@@ -23,8 +23,11 @@ from observability.events import (
     TraceStatus,
 )
 from observability.memory_sinks import InMemoryAuditLog, InMemoryTraceSink
+from observability.otel import OTelTraceSink
 from observability.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
+from observability.redis_trace import RedisTraceSink
 from observability.runs import OUTCOME_STATUSES, fold_run, zero_cost
+from observability.sqlite_trace import SqliteTraceSink
 from observability.tracer import Encoder, Tracer, TracerStats
 
 __all__ = [
@@ -44,8 +47,11 @@ __all__ = [
     "InMemoryAuditLog",
     "InMemoryTraceSink",
     "ModelPrice",
+    "OTelTraceSink",
     "PriceTable",
+    "RedisTraceSink",
     "RunSummary",
+    "SqliteTraceSink",
     "TraceBackendError",
     "TraceEvent",
     "TraceSink",

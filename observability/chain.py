@@ -171,9 +171,11 @@ def verify_chain(
                     f"record {head['seq']} but the log ends at {last} (truncated)",
                 )
             )
-        elif sealed_hash_at.get(head["seq"], head["hash"]) != head["hash"]:
+        elif sealed_hash_at.get(head["seq"], head["hash"]) != head["hash"] and not any(
+            problem.seq == head["seq"] for problem in problems
+        ):
             # The record sealed at the head's position (wherever it sits now; a head may also
-            # be an older witness) must be the one the head names.
+            # be an older witness) must be the one the head names, unless already blamed.
             problems.append(
                 ChainProblem(
                     kind="altered",

@@ -6,7 +6,7 @@ export, the console's JSON API) stores and returns them without a serializer.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from typing_extensions import TypedDict
 
@@ -132,7 +132,7 @@ AuditKind = Literal[
     "feedback",
     "gap",
 ]
-AUDIT_KINDS: tuple[str, ...] = AuditKind.__args__
+AUDIT_KINDS: tuple[str, ...] = get_args(AuditKind)
 """Every audit kind, for validation at the boundary."""
 
 

@@ -19,13 +19,19 @@ class InMemoryTraceSink:
     def __init__(self, *, capacity: int = 100_000) -> None:
         self._events: deque[TraceEvent] = deque(maxlen=capacity)
         self._runs: dict[str, RunSummary] = {}
+        self._ids: set[str] = set()
         self._lock = threading.Lock()
 
     def write(self, events: Sequence[TraceEvent]) -> None:
-        """Store events and fold them into their runs."""
+        """Store events and fold them into their runs (a retried event is stored once)."""
         with self._lock:
             for event in events:
+                if event["event_id"] in self._ids:
+                    continue
+                if len(self._events) == self._events.maxlen:
+                    self._ids.discard(self._events[0]["event_id"])
                 self._events.append(event)
+                self._ids.add(event["event_id"])
                 if event["run_id"]:
                     self._runs[event["run_id"]] = fold_run(self._runs.get(event["run_id"]), event)
 

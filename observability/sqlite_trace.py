@@ -1,0 +1,264 @@
+"""The SQLite trace sink: trace events and run summaries shared by the processes of one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from observability.base import TraceBackendError
+from observability.events import RunSummary, TraceEvent
+from observability.runs import fold_run
+
+__all__ = ["TRACE_FILE", "SqliteTraceSink"]
+
+TRACE_FILE = "traces.sqlite"
+"""The embedded default's file name, under `BASTION_HOME`."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trace_events (
+  seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,
+  run_id TEXT NOT NULL, tenant TEXT NOT NULL, ts REAL NOT NULL, event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_events_run ON trace_events (run_id, seq);
+CREATE INDEX IF NOT EXISTS trace_events_tenant ON trace_events (tenant, seq);
+CREATE INDEX IF NOT EXISTS trace_events_tenant_ts ON trace_events (tenant, ts);
+CREATE TABLE IF NOT EXISTS trace_runs (
+  run_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, updated_at REAL NOT NULL, summary TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_runs_updated ON trace_runs (updated_at);
+CREATE INDEX IF NOT EXISTS trace_runs_tenant ON trace_runs (tenant, updated_at);
+"""
+"""`trace_events`: one row per event, in storage order (`seq`, the rowid: rows are never
+deleted, so it only grows), the order `InMemoryTraceSink` keeps too; ordering by `ts` instead
+would mix up events stamped by the clocks of several processes. `event_id` is UNIQUE, so a
+retried batch is stored once (`INSERT OR IGNORE`). The `(run_id, seq)` and `(tenant, seq)`
+indexes answer "the newest N of a run / a tenant" by a backwards range scan without a sort;
+`(tenant, ts)` serves time-window queries (KPIs). `trace_runs`: the folded summaries."""
+
+_INSERT = (
+    "INSERT OR IGNORE INTO trace_events (event_id, run_id, tenant, ts, event) VALUES (?,?,?,?,?)"
+)
+_SUMMARY = "SELECT summary FROM trace_runs WHERE run_id = ?"
+_UPSERT = (
+    "INSERT INTO trace_runs VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+    "tenant = excluded.tenant, updated_at = excluded.updated_at, summary = excluded.summary"
+)
+
+_OPEN: weakref.WeakSet[SqliteTraceSink] = weakref.WeakSet()
+"""Every live sink, so a forked child drops the connections it inherited (SQLite forbids using
+a connection across `fork`)."""
+
+_INHERITED: list[object] = []
+"""In a forked child: the parent's connections, kept open and unused for good."""
+
+
+class _Connection(sqlite3.Connection):
+    """A plain connection that can be weakly referenced (the base class cannot)."""
+
+
+class SqliteTraceSink:
+    """A `TraceSink` in one SQLite file (WAL), shared by every process that opens it.
+
+    - `write` stores a batch and folds it into its runs' summaries in one transaction: all of
+      it or none of it, and two processes writing events of one run never lose a step.
+    - An event whose `event_id` is already stored is ignored (and not folded again).
+    - Values that are not JSON (a `datetime` in tool args, say) are stored as their `str()`.
+    - Any SQLite or file-system failure raises `TraceBackendError` naming the file.
+
+    Each thread gets its own connection, opened on first use; a forked child opens its own.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+        """Open the trace file, creating it and its folder if needed.
+
+        Args:
+            path: the SQLite file, e.g. `$BASTION_HOME/traces.sqlite` (`TRACE_FILE`); on a local
+                disk (WAL needs shared memory, which network filesystems lack).
+            busy_timeout_s: how long a call waits for another process's write lock.
+
+        Raises:
+            ValueError: `:memory:` or an empty path.
+            TraceBackendError: the file cannot be created, opened or put in WAL mode.
+        """
+        if str(path) in ("", ":memory:"):
+            raise ValueError(
+                f"SqliteTraceSink needs a file shared by the processes, got {str(path)!r}. "
+                f"Hint: name a file such as $BASTION_HOME/{TRACE_FILE}, or use "
+                "InMemoryTraceSink inside one process."
+            )
+        self.path = Path(path).absolute()
+        """The trace file."""
+        self.url = str(self.path)
+        """Where the traces live, as named in `TraceBackendError`."""
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        # Weak: a thread's connection lives in its thread-local and closes when the thread ends.
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        with self._backend("create the trace file"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connection()
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            conn.executescript(_SCHEMA)
+        if mode != "wal":
+            raise TraceBackendError(
+                f"trace file {self.url} cannot use WAL mode (journal_mode is {mode!r}). "
+                "Hint: put it on a local disk, e.g. under BASTION_HOME.",
+                url=self.url,
+            )
+        _OPEN.add(self)
+
+    def write(self, events: Sequence[TraceEvent]) -> None:
+        """Store events (new `event_id`s only) and fold them into their runs, atomically.
+
+        Raises:
+            TraceBackendError: SQLite failed; nothing of the batch is stored.
+        """
+        if not events:
+            return
+        rows = [
+            (e["event_id"], e["run_id"], e["tenant"], e["ts"], json.dumps(e, default=str))
+            for e in events
+        ]
+        with self._backend("write trace events"), self._connection() as conn:
+            # IMMEDIATE: take the write lock before reading the summaries, so no other process
+            # folds into them between this read and this upsert.
+            conn.execute("BEGIN IMMEDIATE")
+            fresh = [e for e, row in zip(events, rows, strict=True) if _inserted(conn, row)]
+            by_run: dict[str, list[TraceEvent]] = {}
+            for event in fresh:
+                if event["run_id"]:
+                    by_run.setdefault(event["run_id"], []).append(event)
+            for run_id, run_events in by_run.items():
+                stored = conn.execute(_SUMMARY, (run_id,)).fetchall()
+                first, *rest = run_events
+                summary = fold_run(json.loads(stored[0][0]) if stored else None, first)
+                for event in rest:
+                    summary = fold_run(summary, event)
+                conn.execute(
+                    _UPSERT,
+                    (run_id, summary["tenant"], summary["updated_at"], json.dumps(summary)),
+                )
+
+    def events(
+        self, *, run_id: str | None = None, tenant: str | None = None, limit: int = 10_000
+    ) -> list[TraceEvent]:
+        """Stored events of one run and/or one tenant, oldest first (the newest `limit`)."""
+        if limit <= 0:
+            return []
+        where, args = _where(run_id=run_id, tenant=tenant)
+        query = f"SELECT event FROM trace_events{where} ORDER BY seq DESC LIMIT ?"
+        with self._backend("read trace events"):
+            rows = self._connection().execute(query, (*args, limit)).fetchall()
+        return [json.loads(row[0]) for row in reversed(rows)]
+
+    def runs(self, *, tenant: str | None = None, limit: int = 100) -> list[RunSummary]:
+        """Run summaries, most recently updated first (ties in any order)."""
+        if limit <= 0:
+            return []
+        where, args = _where(tenant=tenant)
+        query = f"SELECT summary FROM trace_runs{where} ORDER BY updated_at DESC LIMIT ?"
+        with self._backend("read run summaries"):
+            rows = self._connection().execute(query, (*args, limit)).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def close(self) -> None:
+        """Close every connection this sink opened; a later call opens new ones.
+
+        Call it when no other thread is using the sink.
+        """
+        with self._lock:
+            connections, self._connections = list(self._connections), weakref.WeakSet()
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> SqliteTraceSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        try:
+            conn: sqlite3.Connection = self._local.conn
+        except AttributeError:
+            conn = self._connect()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open this thread's connection (autocommit; transactions are explicit)."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,  # only so that `close()` may close it from another thread
+            factory=_Connection,
+        )
+        # NORMAL: in WAL mode a commit survives a crash of the process; only a power cut may
+        # lose the last transactions, an acceptable price for traces (not for kills).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._connections.add(conn)
+            self._local.conn = conn
+        return conn
+
+    def _after_fork(self) -> None:
+        """Forget the connections inherited from the parent process, without closing them:
+        closing would run SQLite's close-time WAL work against the parent's files."""
+        _INHERITED.append((self._local, list(self._connections)))
+        self._connections = weakref.WeakSet()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _backend(self, action: str) -> Iterator[None]:
+        """Turn any SQLite or file-system failure into a `TraceBackendError`."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as error:
+            raise self._error(action, error) from error
+
+    def _error(self, action: str, error: BaseException) -> TraceBackendError:
+        text = str(error)
+        if self.path.is_dir():
+            hint = f"it is a folder; name a file in it, e.g. {self.path / TRACE_FILE}"
+        elif "not a database" in text:
+            hint = "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
+        elif "locked" in text or "busy" in text:
+            hint = f"another process held the write lock for over {self._busy_timeout_s}s"
+        else:
+            hint = "its folder must exist or be creatable, and be writable by this process"
+        return TraceBackendError(
+            f"trace file {self.url} failed: could not {action} ({type(error).__name__}: "
+            f"{text}). Hint: {hint}.",
+            url=self.url,
+        )
+
+
+def _inserted(conn: sqlite3.Connection, row: tuple[Any, ...]) -> bool:
+    """Insert one event row; False when its `event_id` was already stored."""
+    return conn.execute(_INSERT, row).rowcount == 1
+
+
+def _where(**filters: str | None) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause (and its arguments) over the given columns, skipping None filters."""
+    chosen = {column: value for column, value in filters.items() if value is not None}
+    if not chosen:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{c} = ?" for c in chosen), tuple(chosen.values())
+
+
+def _forget_inherited_connections() -> None:
+    for sink in list(_OPEN):
+        sink._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
