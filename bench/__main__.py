@@ -16,6 +16,7 @@ BENCHMARKS = {
     "B3": "bench.b3_policy",
     "B6": "bench.b6_memory",
     "B7": "bench.b7_scanners",
+    "B8": "bench.b8_trace",
     "B9": "bench.b9_killswitch",
     "B11": "bench.b11_budget",
     "B12": "bench.b12_gateway",

@@ -15,11 +15,19 @@ from rich.console import Console
 
 from console.demo import demo_json, load_tickets, print_report, run_demo
 from console.guard_commands import add_guard_commands, run_guard_command
+from console.kpi_view import kpi_lines, kpis_of
 from console.memory_commands import add_memory_commands, run_memory_command
+from console.observe_commands import OBSERVE_COMMANDS, add_observe_commands, run_observe_command
+from console.operate_commands import (
+    OPERATE_COMMANDS,
+    add_operate_commands,
+    console_url,
+    run_operate_command,
+)
 from console.review import TerminalReviewer
 from console.runner import Reviewer, run_to_end
 from console.tool_commands import TOOL_COMMANDS, add_tool_commands, run_tool_command
-from graphs import Settings, SettingsError
+from graphs import Settings, SettingsError, services_for
 from graphs.support import (
     SUPPORT_WORKFLOW,
     SupportDB,
@@ -30,6 +38,8 @@ from graphs.support import (
 from guards import BudgetBackendError, KillSwitchBackendError
 from memory import CheckpointerConfigError, MemoryBackendError, open_checkpointer
 from nodes import ModelConfigError
+from observability import AuditConfigError, TraceBackendError
+from observability.explain import ExplainError
 from tools import EffectLedgerError
 
 __all__ = ["main"]
@@ -73,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         *add_guard_commands(commands),
         *add_tool_commands(commands),
         *add_memory_commands(commands),
+        *add_observe_commands(commands),
+        *add_operate_commands(commands),
     ):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -111,18 +123,31 @@ def _demo(args: argparse.Namespace, settings: Settings, console: Console) -> int
             thread_prefix="shadow-" if args.shadow else "support-",
         )
     after = db.counts()
+    # The runs' traces are written off the hot path: flushed before the KPIs read them.
+    kpis = kpis_of(services_for(settings), run_ids=[r.run_id for _, r in reports if r.run_id])
     if args.json:
-        print(json.dumps(demo_json(reports, before, after, shadow=args.shadow), indent=2))
+        result = demo_json(reports, before, after, shadow=args.shadow)
+        print(json.dumps({**result, "kpis": kpis.as_dict()}, indent=2))
         return EXIT_OK
     print_report(console, reports, before, after)
     if args.shadow:
         console.print(f"simulated runs: threads shadow-<id> in {settings.home}/")
-        return EXIT_OK
+    else:
+        console.print(
+            f"state: {settings.home}/ (checkpoints, effect ledger, business database) · "
+            "run it again: side effects are not repeated"
+        )
+        console.print("undo a run: `bastion effects` lists runs, then `bastion undo <run>`")
     console.print(
-        f"state: {settings.home}/ (checkpoints, effect ledger, business database) · "
-        "run it again: side effects are not repeated"
+        f"[bold]KPIs of these {len(reports)} runs[/] (from their traces; `bastion kpis`: all runs)"
     )
-    console.print("undo a run: `bastion effects` lists runs, then `bastion undo <run>`")
+    for line in kpi_lines(kpis):
+        console.print(f"  {line}", highlight=False, markup=False)
+    console.print(
+        f"console: `bastion console` → {console_url()} (prints a sign-in link on first start) · "
+        "step through a run: `bastion runs`, then `bastion replay <run>`",
+        highlight=False,
+    )
     return EXIT_OK
 
 
@@ -155,6 +180,21 @@ def _run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     return EXIT_RUN_FAILED if report.status in FAILED_STATUSES else EXIT_OK
 
 
+def _handler(command: str) -> Any:
+    """The function that runs `command`."""
+    own = {"demo": _demo, "run": _run, "memory": run_memory_command}
+    if command in own:
+        return own[command]
+    for commands, handler in (
+        (TOOL_COMMANDS, run_tool_command),
+        (OBSERVE_COMMANDS, run_observe_command),
+        (OPERATE_COMMANDS, run_operate_command),
+    ):
+        if command in commands:
+            return handler
+    return run_guard_command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bastion` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -162,10 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 120)
     try:
         settings = Settings.from_env()
-        handler = {"demo": _demo, "run": _run, "memory": run_memory_command}.get(args.command) or (
-            run_tool_command if args.command in TOOL_COMMANDS else run_guard_command
-        )
-        return handler(args, settings, console)
+        return _handler(args.command)(args, settings, console)
     except (
         SettingsError,
         CheckpointerConfigError,
@@ -175,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         KillSwitchBackendError,
         EffectLedgerError,
         MemoryBackendError,
+        TraceBackendError,
+        AuditConfigError,
+        ExplainError,
     ) as error:
         if args.json:
             print(json.dumps({"error": str(error), "type": type(error).__name__}))

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from console.cli_audit import audit_cli
 from graphs import Settings, services_for
 from graphs.support import POLICY_DIR
 from guards import KillScope, load_bundle, sign_bundle
@@ -33,7 +34,9 @@ def add_guard_commands(commands: Any) -> list[argparse.ArgumentParser]:
     kill = commands.add_parser(
         "kill", help="stop runs: global, tenant:<id>, workflow:<name>, run:<id>"
     )
-    unkill = commands.add_parser("unkill", help="lift a kill (stopped runs stay stopped)")
+    unkill = commands.add_parser(
+        "unkill", aliases=["lift"], help="lift a kill (stopped runs stay stopped)"
+    )
     for sub in (kill, unkill):
         sub.add_argument("scope", help="`global`, `tenant:<id>`, `workflow:<name>` or `run:<id>`")
         sub.add_argument("--reason", required=True, help="why (recorded)")
@@ -103,7 +106,8 @@ def _record(record: Any) -> dict[str, Any]:
 
 
 def _kill(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    switch = services_for(settings).kill_switch
+    services = services_for(settings)
+    switch = services.kill_switch
     scope = KillScope.parse(args.scope)
     if args.command == "kill":
         record: Any = switch.kill(scope, requester=args.by, reason=args.reason)
@@ -114,6 +118,16 @@ def _kill(args: argparse.Namespace, settings: Settings, console: Console) -> int
             f"lifted {scope}; stopped runs stay stopped (start them again to continue)"
             if record
             else f"no active kill for {scope}"
+        )
+    if record:  # lifting what was not killed changes nothing: nothing to put on record
+        audit_cli(
+            services.audit,
+            kind="kill" if args.command == "kill" else "lift",
+            by=args.by,
+            tenant=scope.value if scope.kind == "tenant" else "*",
+            run_id=scope.value if scope.kind == "run" else "",
+            subject=str(scope),
+            detail={"reason": args.reason, "kill": _record(record)},
         )
     if args.json:
         print(json.dumps({"scope": str(scope), "record": _record(record) if record else None}))
@@ -141,6 +155,7 @@ HANDLERS = {
     "policy-sign": _policy_sign,
     "kill": _kill,
     "unkill": _kill,
+    "lift": _kill,
     "kills": _kills,
 }
 

@@ -13,8 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from console.cli_audit import audit_cli
 from memory import CommitResult, MemoryContractError, MemoryRecord, MemoryScope, VersionedMemory
 from memory.contract import check_namespace
+from observability import AuditLog
 
 __all__ = ["MemoryActions"]
 
@@ -63,6 +65,7 @@ class MemoryActions:
         memory: the opened memory.
         scope: the operator's scope.
         console: where tables and messages go.
+        audit: opens the audit log that reverts are recorded in (None: not recorded).
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class MemoryActions:
         memory: VersionedMemory,
         scope: MemoryScope,
         console: Console,
+        audit: Callable[[], AuditLog] | None = None,
     ) -> None:
         self.args, self.memory, self.scope, self.console = args, memory, scope, console
+        self.audit = audit
 
     def run(self, command: str) -> int:
         """Run the subcommand `command` (`log`, `as-of`, ...); returns its exit code."""
@@ -228,6 +233,16 @@ class MemoryActions:
 
     def revert(self) -> int:
         result = self.memory.revert(self.scope, self.args.commit, reason=self.args.reason)
+        if result.ok and result.commit is not None and self.audit is not None:
+            audit_cli(
+                self.audit(),
+                kind="memory_revert",
+                by=self.args.by,
+                tenant=self.scope.tenant,
+                subject=self.args.commit,
+                detail={"reason": self.args.reason, "commit": result.commit.id,
+                        "changes": len(result.commit.changes)},
+            )  # fmt: skip
         return self._result(result, f"reverted {self.args.commit}")
 
     def settle(self) -> int:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from console.memory_actions import MemoryActions
-from graphs import Settings
+from graphs import Settings, services_for
 from memory import (
     MemoryBackendError,
     MemoryContractError,
@@ -142,7 +142,9 @@ def run_memory_command(args: argparse.Namespace, settings: Settings, console: Co
             embedder=settings.embeddings,
         ) as memory:
             scope = _operator_scope(args, settings, memory)
-            actions = MemoryActions(args, memory, scope, console)
+            actions = MemoryActions(
+                args, memory, scope, console, audit=lambda: services_for(settings).audit
+            )
             return actions.run(args.memory_command)
     except MemoryContractError as error:
         return _failed(args, console, error, EXIT_USAGE)

@@ -13,6 +13,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from nodes import RunContext, this_run
+from nodes.run_metadata import run_config
 
 __all__ = ["Reviewer", "RunReport", "run_to_end"]
 
@@ -136,15 +137,30 @@ def run_to_end(
     tenant: str,
     reviewer: Reviewer,
     write_tools: frozenset[str] = frozenset(),
+    workflow: str | None = None,
 ) -> RunReport:
     """Run `text` on `thread_id` until the graph ends, resolving each approval with `reviewer`.
 
     A thread left waiting for an approval (say, an interrupted interactive session), or cut
     short by a crash, is resumed rather than started again, so no request is processed twice.
+    Every invocation carries Bastion's ids as LangChain metadata and tags (`run_config`), which
+    LangSmith records when its tracing is on.
+
+    Args:
+        graph: the compiled graph.
+        text: the request.
+        thread_id: the thread to run on (or resume).
+        tenant: the tenant the run works for.
+        reviewer: answers each approval.
+        write_tools: the workflow's side-effecting tools (to count effects).
+        workflow: the graph's workflow name, for the metadata; default: the one the thread
+            recorded, if any.
     """
     config: Any = {"configurable": {"thread_id": thread_id}}
     context = RunContext(tenant=tenant)
     pending = graph.get_state(config)
+    workflow = workflow or (pending.values or {}).get("workflow")
+    config.update(run_config(tenant=tenant, workflow=workflow, thread_id=thread_id))
     if pending.interrupts:
         result = graph.invoke(
             Command(resume=reviewer(pending.interrupts[0].value)),

@@ -14,9 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from console.cli_audit import audit_cli
 from console.demo import load_tickets
 from console.shadow_report import GuardConfig, ShadowReport, shadow_report
-from graphs import Settings, services_for
+from graphs import Services, Settings, services_for
 from graphs.support import SupportDB, make_support_tools
 from tools import EffectRecord, ExecutionGateway, ToolRegistry
 from tools.shadow import CallChange
@@ -161,6 +162,8 @@ def _undo(args: argparse.Namespace, settings: Settings, console: Console) -> int
     )
     gateway = ExecutionGateway(registry, effects=services.effects)
     report = undo_run(gateway, args.run, by=args.by, reason=args.reason, dry_run=args.dry_run)
+    if report.entries and not args.dry_run:
+        _audit_undo(services, report, args)
     if args.json:
         print(json.dumps({**report.as_dict(), "dry_run": args.dry_run}, indent=2))
     else:
@@ -169,6 +172,27 @@ def _undo(args: argparse.Namespace, settings: Settings, console: Console) -> int
             console.print(_entry_line(entry), highlight=False)
         console.print(_undo_summary(report, args.dry_run))
     return EXIT_OK if report.ok else EXIT_RUN_FAILED
+
+
+def _audit_undo(services: Services, report: UndoReport, args: argparse.Namespace) -> None:
+    """Put the undo on record: what was compensated, refused or failed, per effect."""
+    (latest,) = services.effects.effects(run_id=report.run_id, limit=1) or (None,)
+    audit_cli(
+        services.audit,
+        kind="undo",
+        by=args.by,
+        tenant=latest.intent.tenant if latest else "*",
+        run_id=report.run_id,
+        subject=report.run_id,
+        detail={
+            "reason": args.reason,
+            "ok": report.ok,
+            "effects": [
+                {"key": e.key, "tool": e.tool, "status": e.status, "detail": e.detail[:200]}
+                for e in report.entries
+            ],
+        },
+    )
 
 
 def _summarize(args: Mapping[str, Any], width: int = 60) -> str:

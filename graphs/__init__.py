@@ -1,5 +1,6 @@
 """Graphs: the composition root that wires nodes, guards, tools and memory into runnable graphs."""
 
+from graphs.audit import policy_subject, record_policy_bundle
 from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.services import Services, services_for
 from graphs.settings import Settings, SettingsError
@@ -14,5 +15,7 @@ __all__ = [
     "SettingsError",
     "Workflow",
     "build_orchestrator",
+    "policy_subject",
+    "record_policy_bundle",
     "services_for",
 ]

@@ -29,6 +29,7 @@ from nodes.orchestrator import (
     route_from_orchestrator,
 )
 from nodes.records import agent_node_name, this_run
+from nodes.run_metadata import model_call_config, run_config
 from nodes.spend import Admission, ModelGate
 from nodes.state import (
     BudgetState,
@@ -100,6 +101,7 @@ __all__ = [
     "make_guard_node",
     "make_intake_node",
     "make_orchestrator_node",
+    "model_call_config",
     "parse_review",
     "route_after_agent",
     "route_after_approval",
@@ -107,6 +109,7 @@ __all__ = [
     "route_after_guard",
     "route_after_intake",
     "route_from_orchestrator",
+    "run_config",
     "run_scope",
     "this_run",
     "tool_scope",

@@ -28,6 +28,7 @@ from nodes.records import (
     usage_snapshot,
     verdict_record,
 )
+from nodes.run_metadata import model_call_config
 from nodes.spend import ModelGate
 from nodes.state import BudgetState, Outcome, ProposalRecord, RunState
 from nodes.toolview import ToolViews
@@ -265,7 +266,10 @@ def make_agent_node(
         if admission.halt is not None:
             return _halted(state, admission.halt, extra)
         try:
-            reply = model.invoke(messages)
+            reply = model.invoke(
+                messages,
+                config=model_call_config(state, node=agent_node_name(spec.name), agent=spec.name),
+            )
         except BaseException:
             gate.release(admission)
             raise

@@ -190,12 +190,15 @@ def make_approval_node(
         reads = state.get("memory_reads") or ()  # what the agent knew when it proposed
         messages = []
         for request, decision in zip(requests, decisions, strict=True):
-            who = f"human:{decision.reviewer or 'anonymous'}"
+            named = decision.reviewer or "anonymous"
+            # `system:deadline` answers when nobody did: on record as the system, not a human.
+            who = named if named.startswith("system:") else f"human:{named}"
             if isinstance(decision, RejectDecision):
                 reason = decision.message or decision.note or "rejected by a reviewer"
-                records.append(
-                    verdict_record(Verdict.deny(reason, decided_by=who), request["call_id"], reads)
-                )
+                # The note is the reviewer's why: keep it beside the message the agent gets.
+                notes = (reason, decision.note) if decision.message and decision.note else (reason,)
+                verdict = replace(Verdict.deny(reason, decided_by=who), reasons=notes)
+                records.append(verdict_record(verdict, request["call_id"], reads))
                 messages.append(refusal_message(request, f"rejected by reviewer: {reason}"))
                 continue
             if isinstance(decision, EditDecision):

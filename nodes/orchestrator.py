@@ -21,6 +21,7 @@ from nodes.records import (
     usage_of,
     verdict_record,
 )
+from nodes.run_metadata import model_call_config
 from nodes.spend import Admission, ModelGate
 from nodes.state import Outcome, RunState
 
@@ -129,7 +130,9 @@ class ModelRouter:
 
     def choose(self, state: RunState, agents: Sequence[str]) -> RouteDecision:
         messages = self._messages(state, agents)
-        reply = self._bound(tuple(agents)).invoke(messages)
+        reply = self._bound(tuple(agents)).invoke(
+            messages, config=model_call_config(state, node="orchestrator", agent="orchestrator")
+        )
         tokens_in, tokens_out = usage_of(reply, lambda: estimate_tokens(messages))
         # Priced by the orchestrator node with the graph's price table (as reserved).
         call = ModelCall(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=0.0)

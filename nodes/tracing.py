@@ -223,8 +223,9 @@ def _proposal(proposal: Mapping[str, Any]) -> dict[str, Any]:
 def _tool_calls(messages: Sequence[Any], side_effects: Mapping[str, str]) -> list[dict[str, Any]]:
     calls = []
     for message in messages:
-        if isinstance(message, ToolMessage):
-            artifact = message.artifact if isinstance(message.artifact, Mapping) else {}
+        # Only the gateway's results carry an artifact; a guard's refusal is in the verdicts.
+        if isinstance(message, ToolMessage) and isinstance(message.artifact, Mapping):
+            artifact = message.artifact
             calls.append(
                 {
                     "call_id": message.tool_call_id,

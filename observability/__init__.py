@@ -1,6 +1,10 @@
 """Observability: reasoning traces, the hash-chained audit log, costs, KPIs and explanations."""
 
-from observability.base import AuditLog, TraceBackendError, TraceSink
+from observability.base import (
+    AuditLog,
+    TraceBackendError,
+    TraceSink,
+)
 from observability.chain import (
     GENESIS,
     AuditConfigError,
@@ -10,6 +14,11 @@ from observability.chain import (
     check_entry,
     seal,
     verify_chain,
+)
+from observability.costs import (
+    COST_KEYS,
+    CostLine,
+    cost_rollup,
 )
 from observability.events import (
     AUDIT_KINDS,
@@ -22,19 +31,79 @@ from observability.events import (
     TraceEvent,
     TraceStatus,
 )
-from observability.memory_sinks import InMemoryAuditLog, InMemoryTraceSink
-from observability.otel import OTelTraceSink
-from observability.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
-from observability.redis_trace import RedisTraceSink
-from observability.runs import OUTCOME_STATUSES, fold_run, zero_cost
-from observability.sqlite_trace import SqliteTraceSink
-from observability.tracer import Encoder, Tracer, TracerStats
+from observability.explain import (
+    ExplainError,
+    Explanation,
+    explain_decision,
+    explain_run,
+)
+from observability.feedback import (
+    FeedbackError,
+    FeedbackRecord,
+    dataset_jsonl,
+    evaluation_dataset,
+    feedback_entry,
+    feedback_from_audit,
+)
+from observability.kpis import (
+    CONFIDENCE_BUCKETS,
+    INCIDENT_KINDS,
+    Kpis,
+    Quantiles,
+    compute_kpis,
+    incident_kind,
+)
+from observability.memory_sinks import (
+    InMemoryAuditLog,
+    InMemoryTraceSink,
+)
+from observability.otel import (
+    OTelTraceSink,
+)
+from observability.pricing import (
+    DEFAULT_PRICES,
+    ModelPrice,
+    PriceTable,
+)
+from observability.prometheus import (
+    CONTENT_TYPE,
+    prometheus_text,
+)
+from observability.redis_trace import (
+    RedisTraceSink,
+)
+from observability.runs import (
+    OUTCOME_STATUSES,
+    fold_run,
+    zero_cost,
+)
+from observability.slos import (
+    SLO_METRICS,
+    SloConfigError,
+    SloResult,
+    SloTarget,
+    check_slos,
+    default_slos,
+)
+from observability.sqlite_trace import (
+    SqliteTraceSink,
+)
+from observability.tracer import (
+    Encoder,
+    Tracer,
+    TracerStats,
+)
 
 __all__ = [
     "AUDIT_KINDS",
+    "CONFIDENCE_BUCKETS",
+    "CONTENT_TYPE",
+    "COST_KEYS",
     "DEFAULT_PRICES",
     "GENESIS",
+    "INCIDENT_KINDS",
     "OUTCOME_STATUSES",
+    "SLO_METRICS",
     "AuditConfigError",
     "AuditEntry",
     "AuditHead",
@@ -42,15 +111,25 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "ChainProblem",
+    "CostLine",
     "CostRecord",
     "Encoder",
+    "ExplainError",
+    "Explanation",
+    "FeedbackError",
+    "FeedbackRecord",
     "InMemoryAuditLog",
     "InMemoryTraceSink",
+    "Kpis",
     "ModelPrice",
     "OTelTraceSink",
     "PriceTable",
+    "Quantiles",
     "RedisTraceSink",
     "RunSummary",
+    "SloConfigError",
+    "SloResult",
+    "SloTarget",
     "SqliteTraceSink",
     "TraceBackendError",
     "TraceEvent",
@@ -61,7 +140,19 @@ __all__ = [
     "VerifyReport",
     "canonical",
     "check_entry",
+    "check_slos",
+    "compute_kpis",
+    "cost_rollup",
+    "dataset_jsonl",
+    "default_slos",
+    "evaluation_dataset",
+    "explain_decision",
+    "explain_run",
+    "feedback_entry",
+    "feedback_from_audit",
     "fold_run",
+    "incident_kind",
+    "prometheus_text",
     "seal",
     "verify_chain",
     "zero_cost",

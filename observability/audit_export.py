@@ -89,7 +89,8 @@ def export_audit(
         raise AuditConfigError(f"audit export format {fmt!r} is unknown; use 'jsonl' or 'report'")
     report = None if tenant is not None else log.verify()
     head = report.head if report is not None else log.head()
-    records = _upto(log, head["seq"] if head else 0, tenant)
+    records = _upto(log, head["seq"] if head else None, tenant)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "report":
         text = render_report(records, log=_name(log), tenant=tenant, head=head, report=report)
@@ -155,14 +156,15 @@ def _read_jsonl(path: Path) -> Iterator[AuditRecord]:
             yield record
 
 
-def _upto(log: AuditLog, last: int, tenant: str | None) -> list[AuditRecord]:
-    """The log's records (of `tenant`, with `*`) with `seq <= last`, read page by page."""
+def _upto(log: AuditLog, last: int | None, tenant: str | None) -> list[AuditRecord]:
+    """The log's records (of `tenant`, with `*`) with `seq <= last` (None: all; a log without
+    a head may still hold records), read page by page."""
     records: list[AuditRecord] = []
-    after = 0
-    while after < last:
+    after, bound = 0, float("inf") if last is None else last
+    while after < bound:
         page = log.records(after=after, limit=_PAGE, tenant=tenant)
-        records += [record for record in page if record["seq"] <= last]
-        if len(page) < _PAGE or page[-1]["seq"] >= last:
+        records += [record for record in page if record["seq"] <= bound]
+        if len(page) < _PAGE or page[-1]["seq"] >= bound:
             break
         after = page[-1]["seq"]
     return records

@@ -75,7 +75,9 @@ def _header(
         )
     else:
         lines.append("- **Records:** none")
-    held = f"record {head['seq']}, hash {_code(head['hash'])}" if head else "none (empty log)"
+    held = f"record {head['seq']}, hash {_code(head['hash'])}" if head else "none"
+    if head is None:
+        held += " (MISSING, see the verification)" if records else " (empty log)"
     lines.append(f"- **Head:** {held}")
     if report is None:
         lines.append(
@@ -180,10 +182,10 @@ def _other(record: AuditRecord, detail: Mapping[str, Any]) -> str:
     )
 
 
-def _verb(verb: str, what: str = "") -> Callable[[AuditRecord, Mapping[str, Any]], str]:
+def _verb(verb: str) -> Callable[[AuditRecord, Mapping[str, Any]], str]:
     def phrase(record: AuditRecord, detail: Mapping[str, Any]) -> str:
         target = _text(detail, "scope", "target", "bundle", "namespace") or record["subject"]
-        return f"{_actor(record['actor'])} {verb} {what}{_code(target)}{_why(detail)}"
+        return f"{_actor(record['actor'])} {verb} {_code(target)}{_why(detail)}"
 
     return phrase
 
@@ -194,11 +196,11 @@ _PHRASES: dict[str, Callable[[AuditRecord, Mapping[str, Any]], str]] = {
     "approval_timeout": _timeout,
     "effect": _effect,
     "undo": _verb("undid"),
-    "kill": _verb("KILLED "),
-    "lift": _verb("lifted the kill on "),
-    "policy": _verb("loaded policies "),
-    "memory_revert": _verb("reverted memory "),
-    "feedback": _verb("gave feedback on "),
+    "kill": _verb("KILLED"),
+    "lift": _verb("lifted the kill on"),
+    "policy": _verb("loaded policies"),
+    "memory_revert": _verb("reverted memory"),
+    "feedback": _verb("gave feedback on"),
     "gap": _gap,
 }
 

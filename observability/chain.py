@@ -142,7 +142,7 @@ def verify_chain(
     by_hash = {record["hash"]: record for record in ordered}
     sealed_hash_at: dict[int, str] = {0: GENESIS}  # where each record was sealed -> its hash
     problems: list[ChainProblem] = []
-    prev, expected = GENESIS, 1
+    prev, expected, prev_altered = GENESIS, 1, False
     for record in ordered:
         seq = record["seq"]
         if seq > expected:
@@ -151,15 +151,18 @@ def verify_chain(
             problem, sealed_at = _mismatch(record, position_of, key)
             problems.append(problem)
             sealed_hash_at[sealed_at] = record["hash"]
+            altered = problem.kind == "altered"
         else:
             sealed_hash_at.setdefault(seq, record["hash"])
             # A record after a moved one still links to the record sealed just before it.
             linked = record["prev"] in (prev, sealed_hash_at.get(seq - 1)) or _sealed_at(
                 by_hash.get(record["prev"]), seq - 1, key
             )
-            if not linked and seq <= expected:
+            # An altered record's own hash may be what was edited: the next cannot be judged by it.
+            if not linked and seq <= expected and not prev_altered:
                 problems.append(_unlinked(record, position_of))
-        prev, expected = record["hash"], max(expected, seq + 1)
+            altered = False
+        prev, expected, prev_altered = record["hash"], max(expected, seq + 1), altered
     if head is not None:
         last = ordered[-1]["seq"] if ordered else 0
         if head["seq"] > last:

@@ -115,17 +115,26 @@ class _Subject:
     """A decision located in a run's trace (or, without one, in its audit record)."""
 
     verdict: Mapping[str, Any]
+    """The decision."""
     run: Sequence[TraceEvent]
+    """Its run's events in time order (empty when only the audit record is known)."""
     at: int
+    """Index in `run` of the step that decided."""
     run_id: str
+    """Its run."""
     ts: float
+    """When it was decided (the deciding step's start)."""
     tenant: str
+    """Tenant of the run."""
     workflow: str
+    """Workflow of the run (`?` when unknown)."""
     goal: str
+    """The run's request (empty when unknown)."""
     proposal: Mapping[str, Any]
+    """What was proposed: agent, tool, args, confidence, rationale (what is known of them)."""
 
 
-def _audit_facts(decision_id: str, records: Iterable[AuditRecord]) -> AuditRecord | None:
+def _audit_record(decision_id: str, records: Iterable[AuditRecord]) -> AuditRecord | None:
     for record in records:
         if record["subject"] == decision_id and record["kind"] in ("decision", "approval"):
             return record
@@ -210,7 +219,7 @@ def explain_decision(
         ExplainError: neither the events nor the records hold the decision.
     """
     ordered, kept = sorted(events, key=lambda e: e["ts"]), list(records)
-    audit = _audit_facts(decision_id, kept)
+    audit = _audit_record(decision_id, kept)
     subject = _from_trace(decision_id, ordered, audit)
     if subject is None and audit is not None:
         subject = _from_audit(audit)

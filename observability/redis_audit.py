@@ -120,7 +120,10 @@ class RedisAuditLog:
         kind: str | None = None,
         run_id: str | None = None,
     ) -> list[AuditRecord]:
-        """Records with `seq > after`, in order, filtered (`*` records match every tenant)."""
+        """Records with `seq > after`, in order, filtered (`*` records match every tenant).
+
+        A Stream has no secondary index: filters are applied while reading from `after` on.
+        """
         chosen: list[AuditRecord] = []
         if limit <= 0:
             return chosen
@@ -150,7 +153,8 @@ class RedisAuditLog:
             (seq, hash_), top = pipe.execute()
             head = None if seq is None else AuditHead(seq=int(seq), hash=_text(hash_ or ""))
             last = _seq(top[0][0]) if top else 0
-            # Records after the head are appends made since (or forgeries): left out here.
+            # Read up to this head only: later appends are not checked against it. Entries
+            # after it in the same snapshot were written around the log (see `last`).
             upto = "+" if head is None else f"{head['seq']}-1"
             records = list(self._scan("-", upto))
         report = verify_chain(records, head=head, key=self._key)

@@ -54,7 +54,10 @@ def fold_run(summary: RunSummary | None, event: TraceEvent) -> RunSummary:
     summary["interventions"] += sum(
         str(v.get("decided_by", "")).startswith("human:") for v in event["verdicts"]
     )
-    summary["incidents"] += sum(v.get("kind") in ("deny", "halt") for v in event["verdicts"])
+    summary["incidents"] += sum(  # guard trips; a human's rejection is an intervention
+        v.get("kind") in ("deny", "halt") and v.get("decided_by", "guard") == "guard"
+        for v in event["verdicts"]
+    )
     if summary["status"] not in OUTCOME_STATUSES:
         if event["node"] == "finalize":
             status = event["output"].split(":", 1)[0]

@@ -2,10 +2,11 @@
 
 The graph thread only appends a small raw step to a bounded queue (about a microsecond). A
 daemon thread turns steps into trace events and audit entries (the `encode` function, from
-`nodes`) and writes them in batches. If a sink is down, the writer keeps its batch and retries
-with backoff while the queue fills; once full, new steps are dropped and counted, so memory
-stays bounded. When writing works again, an audit `gap` record says how many were lost and
-when, so a loss is never silent.
+`nodes`) and writes them in batches. If the audit log is down, the writer keeps its batch and
+retries with backoff while the queue fills; once full, new steps are dropped and counted, and
+when writing works again an audit `gap` record says how many were lost and when. If only the
+trace sink is down, auditing goes on and trace events are held (bounded) until it is back.
+Memory stays bounded either way, and no loss is silent.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ class TracerStats:
     audit_written: int
     """Audit records sealed."""
     dropped: int
-    """Steps lost because the queue was full (a sink was down or too slow)."""
+    """Steps lost because the queue was full (the audit log was down or too slow); an audit
+    `gap` record says how many."""
+    events_dropped: int
+    """Trace events lost while only the trace sink was down (their audit entries were kept)."""
     encode_errors: int
     """Steps that could not be encoded (a bug; logged with the step)."""
     sink_errors: int
@@ -73,7 +77,8 @@ class Tracer:
         sink: where trace events go (None: not kept).
         audit: where audit entries go (None: not kept).
         encode: raw step -> (trace events, audit entries); runs on the writer thread.
-        capacity: steps held at most (queued plus the batch being retried).
+        capacity: steps queued at most, and trace events held at most while the trace sink is
+            down (memory stays bounded whatever is down).
         batch_size: steps encoded and written per write.
         interval_s: how long written steps wait at most for a batch to fill.
         max_backoff_s: the longest pause between retries while a sink is down.
@@ -90,7 +95,9 @@ class Tracer:
         self._queue: deque[Any] = deque()
         self._events: list[TraceEvent] = []  # encoded, not yet stored
         self._entries: list[AuditEntry] = []
-        self._counts = {"events": 0, "audit": 0, "dropped": 0, "encode": 0, "sink": 0}
+        self._counts = dict.fromkeys(("events", "audit", "dropped", "events_dropped"), 0)
+        self._counts |= {"encode": 0, "sink": 0}
+        self._trace_retry_at, self._trace_backoff = 0.0, 0.0
         self._lost: tuple[int, float, float] | None = None  # dropped steps not yet on record
         self._last_error: str | None = None
         self._lock = threading.Lock()
@@ -102,7 +109,7 @@ class Tracer:
 
     def record(self, step: Any) -> None:
         """Queue one raw step; never blocks, never raises (the hot path)."""
-        if len(self._queue) + len(self._events) >= self._capacity:
+        if len(self._queue) >= self._capacity:
             self._drop(1)
             return
         self._queue.append(step)
@@ -118,16 +125,17 @@ class Tracer:
             while self._queue or self._events or self._entries or self._lost:
                 self._wake.set()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._idle.wait(min(remaining, 0.05)):
-                    if time.monotonic() >= deadline:
-                        return False
+                waited = remaining > 0 and self._idle.wait(min(remaining, 0.05))
+                if not waited and time.monotonic() >= deadline:
+                    return False
         return True
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush, then stop the writer thread (what cannot be written in time is counted as
         dropped)."""
         if not self.flush(timeout_s):
-            self._drop(len(self._queue) + len(self._events))
+            self._drop(len(self._queue))
+            self._counts["events_dropped"] += len(self._events)
             logger.error("tracer closed with unwritten steps: %s", self.stats())
         self._stopping = True
         self._wake.set()
@@ -142,6 +150,7 @@ class Tracer:
             events_written=self._counts["events"],
             audit_written=self._counts["audit"],
             dropped=self._counts["dropped"],
+            events_dropped=self._counts["events_dropped"],
             encode_errors=self._counts["encode"],
             sink_errors=self._counts["sink"],
             last_error=self._last_error,
@@ -168,14 +177,14 @@ class Tracer:
         while not self._stopping:
             self._wake.wait(backoff or self._interval_s)
             self._wake.clear()
-            if self._write_pending():
-                backoff = 0.0
-                while self._queue and not self._stopping:
-                    self._encode_batch()
-                    if not self._write_pending():
-                        break
-            else:
-                backoff = min(self._max_backoff_s, max(self._interval_s, backoff * 2))
+            audited = self._write_pending()
+            while audited and self._queue and not self._stopping:
+                self._encode_batch()
+                audited = self._write_pending()
+            # A down trace sink has its own retry time (`_write_events`): auditing keeps its pace.
+            backoff = (
+                0.0 if audited else min(self._max_backoff_s, max(self._interval_s, backoff * 2))
+            )
             with self._idle:
                 self._idle.notify_all()
 
@@ -192,24 +201,60 @@ class Tracer:
             self._entries.extend(entries)
 
     def _write_pending(self) -> bool:
-        """Store what is encoded; False (and everything kept) when a sink fails."""
-        try:
-            if self._events and self.sink is not None:
-                self.sink.write(self._events)
-            self._counts["events"] += len(self._events)
-            self._events = []
-            self._entries.extend(self._take_gap())
-            if self._entries and self.audit is not None:
+        """Store what is encoded; False when the audit log failed.
+
+        Audit entries matter more than trace events, so the two fail apart: while the audit
+        log fails, its entries are kept and no more steps are encoded (the queue fills, then
+        steps are dropped and a `gap` record follows); while only the trace sink fails, audit
+        goes on, trace events are held up to `capacity` (older ones dropped and counted) and
+        the sink is retried with backoff.
+        """
+        self._write_events()
+        self._entries.extend(self._take_gap())
+        if self._entries and self.audit is not None:
+            try:
                 self.audit.append(self._entries)
-            self._counts["audit"] += len(self._entries)
-            self._entries = []
-        except Exception as error:
-            self._counts["sink"] += 1
-            self._last_error = f"{type(error).__name__}: {error}"
-            if self._counts["sink"] == 1 or self._counts["sink"] % 100 == 0:
-                logger.error("trace/audit write failed (%d so far): %s", self._counts["sink"], error)
-            return False
+            except Exception as error:
+                self._failed(error)
+                return False
+        self._counts["audit"] += len(self._entries)
+        self._entries = []
         return True
+
+    def _write_events(self) -> None:
+        if not self._events:
+            return
+        if time.monotonic() < self._trace_retry_at:
+            self._hold_events()
+            return
+        try:
+            if self.sink is not None:
+                self.sink.write(self._events)
+        except Exception as error:
+            self._failed(error)
+            self._trace_backoff = min(
+                self._max_backoff_s, max(self._interval_s, self._trace_backoff * 2)
+            )
+            self._trace_retry_at = time.monotonic() + self._trace_backoff
+            self._hold_events()
+            return
+        self._trace_backoff = 0.0
+        self._counts["events"] += len(self._events)
+        self._events = []
+
+    def _hold_events(self) -> None:
+        """Keep at most `capacity` events for a down trace sink: the newest (counted)."""
+        overflow = len(self._events) - self._capacity
+        if overflow > 0:
+            del self._events[:overflow]
+            self._counts["events_dropped"] += overflow
+
+    def _failed(self, error: Exception) -> None:
+        self._counts["sink"] += 1
+        self._last_error = f"{type(error).__name__}: {error}"
+        if self._counts["sink"] == 1 or self._counts["sink"] % 100 == 0:
+            failures = self._counts["sink"]
+            logger.error("trace/audit write failed (%d so far): %s", failures, error)
 
     def _take_gap(self) -> list[AuditEntry]:
         """An audit `gap` entry for the steps dropped so far (then forgotten: it is pending)."""

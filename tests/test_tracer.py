@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -89,6 +90,14 @@ class SwitchableAudit(InMemoryAuditLog):
         return super().append(entries)
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll `condition` until it holds (fails the test after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.002)
+
+
 def test_steps_are_written_in_order_and_counted() -> None:
     sink, audit = InMemoryTraceSink(), InMemoryAuditLog()
     tracer = Tracer(sink=sink, audit=audit, encode=encode, batch_size=7)
@@ -103,23 +112,23 @@ def test_steps_are_written_in_order_and_counted() -> None:
     tracer.close()
 
 
-def test_a_down_sink_keeps_memory_bounded_counts_drops_and_records_the_gap() -> None:
-    sink, audit = SwitchableSink(), InMemoryAuditLog()
-    sink.down.set()
+def test_a_down_audit_log_keeps_memory_bounded_counts_drops_and_records_the_gap() -> None:
+    sink, audit = InMemoryTraceSink(), SwitchableAudit()
+    audit.down.set()
     tracer = Tracer(sink=sink, audit=audit, encode=encode, capacity=100, batch_size=10)
     for step in range(1000):
         tracer.record(step)
-    assert not tracer.flush(timeout_s=0.3)  # cannot drain while the sink is down
+    assert not tracer.flush(timeout_s=0.3)  # cannot drain while the audit log is down
     stats = tracer.stats()
     assert stats.queued <= 100
-    assert stats.dropped >= 900
-    assert stats.sink_errors >= 1 and "sink is down" in (stats.last_error or "")
+    assert stats.dropped >= 880  # at most the queue and one encoded batch are held
+    assert stats.sink_errors >= 1 and "audit is down" in (stats.last_error or "")
 
-    sink.down.clear()
+    audit.down.clear()
     assert tracer.flush(timeout_s=10)
     stats = tracer.stats()
-    assert stats.events_written + stats.dropped == 1000
-    assert len(sink.events()) == stats.events_written
+    decisions = audit.records(kind="decision", limit=2000)
+    assert len(decisions) + stats.dropped == 1000
     gaps = audit.records(kind="gap")
     assert len(gaps) == 1
     assert gaps[0]["detail"]["dropped_steps"] == stats.dropped
@@ -128,7 +137,29 @@ def test_a_down_sink_keeps_memory_bounded_counts_drops_and_records_the_gap() -> 
     tracer.close()
 
 
-def test_an_audit_outage_neither_duplicates_events_nor_loses_entries() -> None:
+def test_a_down_trace_sink_does_not_stop_the_audit_and_holds_events_bounded() -> None:
+    sink, audit = SwitchableSink(), InMemoryAuditLog()
+    sink.down.set()
+    tracer = Tracer(sink=sink, audit=audit, encode=encode, capacity=100, batch_size=10)
+    for chunk in range(20):  # no faster than the writer drains: no step is dropped
+        for step in range(chunk * 50, chunk * 50 + 50):
+            tracer.record(step)
+        written = chunk * 50 + 50
+        wait_until(lambda written=written: len(audit.records(limit=2000)) == written)
+    assert not tracer.flush(timeout_s=0.3)  # the events are still held for the sink
+    stats = tracer.stats()
+    assert stats.dropped == 0 and stats.events_dropped >= 900
+
+    sink.down.clear()
+    assert tracer.flush(timeout_s=10)
+    stats = tracer.stats()
+    assert stats.events_written + stats.events_dropped == 1000
+    assert len(sink.events()) == stats.events_written <= 100
+    assert audit.records(kind="gap") == [] and audit.verify().ok
+    tracer.close()
+
+
+def test_an_audit_outage_neither_duplicates_events_nor_loses_queued_entries() -> None:
     sink, audit = InMemoryTraceSink(), SwitchableAudit()
     audit.down.set()
     tracer = Tracer(sink=sink, audit=audit, encode=encode, capacity=1000)

@@ -121,14 +121,17 @@ def test_an_escalation_and_the_human_decision_are_traced_and_audited(
     assert services.audit.verify().ok
 
 
-def test_a_denied_action_is_a_flagged_incident(services: Services, graph: Any) -> None:
+def test_a_rejection_is_an_intervention_and_flagged(services: Services, graph: Any) -> None:
     report, _ = handle(graph, "T05")  # over the finance limit: the reviewer rejects it
     events = events_of(services, report.run_id)
-    denials = [v for e in events for v in e["verdicts"] if v["kind"] == "deny"]
-    assert denials
+    verdicts = [v for e in events for v in e["verdicts"]]
+    rejections = [v for v in verdicts if v["kind"] == "deny" and v["decided_by"] != "guard"]
+    trips = [v for v in verdicts if v["kind"] in ("deny", "halt") and v["decided_by"] == "guard"]
+    assert rejections
     assert any(flag.startswith("deny: ") for e in events for flag in e["flags"])
     [summary] = [r for r in services.traces.runs() if r["run_id"] == report.run_id]
-    assert summary["incidents"] == len(denials) and summary["interventions"] >= 1
+    assert summary["incidents"] == len(trips)
+    assert summary["interventions"] >= len(rejections)
 
 
 def test_memory_a_decision_rested_on_is_in_its_trace(services: Services, graph: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage
 
+from graphs.audit import record_policy_bundle
 from graphs.orchestrator import OrchestratorBuilder, build_orchestrator
 from graphs.services import Services, services_for
 from graphs.settings import Settings
@@ -161,6 +162,7 @@ def support_builder(
 
     Raises:
         ModelConfigError, PolicyBundleError, GuardConfigError: with what to fix.
+        TraceBackendError: the audit log cannot record the policy bundle being served.
     """
     model = None if settings.model == "scripted" else load_chat_model(settings.model)
     key = settings.policy_key.encode() if settings.policy_key else None
@@ -168,6 +170,8 @@ def support_builder(
     guard = support_guard(
         services, policy_dir=policy_dir, policy_key=key, tenants_file=tenants_file
     )
+    if guard.policy is not None:  # a changed bundle goes on record; the same one adds nothing
+        record_policy_bundle(services.audit, guard.policy, actor="system:startup")
     return build_support_graph(
         SupportDB(settings.support_db_path),
         model=model,
