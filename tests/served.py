@@ -7,6 +7,7 @@ version check, license metadata) switched off: the tests run with no network.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -119,6 +120,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_GRACE_S)
 
 
+def _absolute_config(workdir: Path) -> Path:
+    """The repo's langgraph.json with every path made absolute, written into `workdir`."""
+    config = json.loads((REPO / "langgraph.json").read_text())
+
+    def absolute(spec: str) -> str:
+        return str((REPO / spec).resolve()) if spec.startswith(".") else spec
+
+    config["dependencies"] = [absolute(d) for d in config["dependencies"]]
+    config["graphs"] = {name: absolute(spec) for name, spec in config["graphs"].items()}
+    if "http" in config:
+        config["http"]["app"] = absolute(config["http"]["app"])
+    index = config.get("store", {}).get("index")
+    if index:
+        index["embed"] = absolute(index["embed"])
+    path = workdir / "langgraph.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 @contextmanager
 def start_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Server]:
     """Run `langgraph dev --no-browser --no-reload` with `BASTION_HOME=home` until the block
@@ -142,10 +162,16 @@ def start_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iter
         "--host",
         "127.0.0.1",
     ]
+    # Run from a folder of its own, with the repo's config made absolute: the dev server keeps
+    # threads in `.langgraph_api/` under its working folder, and each test server must start
+    # empty (not with threads from earlier servers or from a developer's own `langgraph dev`).
+    workdir = home / "langgraph-dev"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd += ["--config", str(_absolute_config(workdir))]
     with log.open("wb") as out:
         # Own process group: teardown signals the CLI and the server it spawns together.
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         _wait_ready(proc, url, log)
