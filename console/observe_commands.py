@@ -362,7 +362,10 @@ def _kpis(args: argparse.Namespace, services: Services, console: Console) -> int
         for line in costs
     ]  # fmt: skip
     columns = ("tenant", "workflow", "runs", "steps", "tokens", "cost $", "per run $")
-    console.print(_table("Costs by tenant and workflow", columns, rows))
+    if rows:
+        console.print(_table("Costs by tenant and workflow", columns, rows))
+    else:
+        console.print("no traced runs, no costs · `bastion demo` or `bastion run` makes some")
     return EXIT_OK
 
 

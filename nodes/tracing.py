@@ -302,9 +302,10 @@ def _decision(
     event: TraceEvent, verdict: Mapping[str, Any], by_call: Mapping[str, Mapping[str, Any]]
 ) -> AuditEntry:
     proposal = by_call.get(verdict["call_id"]) or {}
-    human = str(verdict["decided_by"]).startswith("human:")
+    # The approval node's answers (a human's, or `system:deadline`'s) are approvals.
+    answered = str(verdict["decided_by"]).startswith(("human:", "system:"))
     return AuditEntry(
-        kind="approval" if human else "decision",
+        kind="approval" if answered else "decision",
         ts=event["ts"],
         tenant=event["tenant"],
         actor=verdict["decided_by"],

@@ -1,5 +1,11 @@
 """Observability: reasoning traces, the hash-chained audit log, costs, KPIs and explanations."""
 
+from observability.audit_export import (
+    ExportFormat,
+    ExportResult,
+    export_audit,
+    verify_jsonl,
+)
 from observability.base import (
     AuditLog,
     TraceBackendError,
@@ -69,6 +75,9 @@ from observability.prometheus import (
     CONTENT_TYPE,
     prometheus_text,
 )
+from observability.redis_audit import (
+    RedisAuditLog,
+)
 from observability.redis_trace import (
     RedisTraceSink,
 )
@@ -84,6 +93,9 @@ from observability.slos import (
     SloTarget,
     check_slos,
     default_slos,
+)
+from observability.sqlite_audit import (
+    SqliteAuditLog,
 )
 from observability.sqlite_trace import (
     SqliteTraceSink,
@@ -116,6 +128,8 @@ __all__ = [
     "Encoder",
     "ExplainError",
     "Explanation",
+    "ExportFormat",
+    "ExportResult",
     "FeedbackError",
     "FeedbackRecord",
     "InMemoryAuditLog",
@@ -125,11 +139,13 @@ __all__ = [
     "OTelTraceSink",
     "PriceTable",
     "Quantiles",
+    "RedisAuditLog",
     "RedisTraceSink",
     "RunSummary",
     "SloConfigError",
     "SloResult",
     "SloTarget",
+    "SqliteAuditLog",
     "SqliteTraceSink",
     "TraceBackendError",
     "TraceEvent",
@@ -148,6 +164,7 @@ __all__ = [
     "evaluation_dataset",
     "explain_decision",
     "explain_run",
+    "export_audit",
     "feedback_entry",
     "feedback_from_audit",
     "fold_run",
@@ -155,5 +172,6 @@ __all__ = [
     "prometheus_text",
     "seal",
     "verify_chain",
+    "verify_jsonl",
     "zero_cost",
 ]

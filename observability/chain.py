@@ -32,6 +32,15 @@ GENESIS = "0" * 64
 """The `prev` of the first record."""
 
 _ENTRY_FIELDS = ("kind", "ts", "tenant", "actor", "run_id", "subject", "detail")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "ts": (int, float),
+    "tenant": str,
+    "actor": str,
+    "run_id": str,
+    "subject": str,
+    "detail": dict,
+}
+"""Types a store gives back unchanged (SQLite would turn a bool into 1, breaking the hash)."""
 
 
 class AuditConfigError(ValueError):
@@ -59,6 +68,16 @@ def check_entry(entry: AuditEntry) -> AuditEntry:
     if entry["kind"] not in AUDIT_KINDS:
         raise AuditConfigError(
             f"audit entry kind {entry['kind']!r} is unknown; expected one of {list(AUDIT_KINDS)}"
+        )
+    wrong = [
+        name
+        for name, kinds in _FIELD_TYPES.items()
+        if not isinstance(entry[name], kinds) or isinstance(entry[name], bool)  # type: ignore[literal-required]
+    ]
+    if wrong:
+        raise AuditConfigError(
+            f"audit entry {entry['kind']!r} has fields of the wrong type: {wrong!r}; expected "
+            "ts a number, detail a dict, and kind, tenant, actor, run_id, subject strings"
         )
     clean: dict[str, Any] = {name: entry[name] for name in _ENTRY_FIELDS}  # type: ignore[literal-required]
     try:

@@ -8,6 +8,7 @@ auto-waiting `expect(...)` with a deadline, never a sleep.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,10 +61,11 @@ class Console:
     server: Server
     keys: dict[str, str]
 
-    def api(self, path: str, key_name: str) -> Any:
+    def api(self, path: str, key_name: str, **params: Any) -> Any:
         """GET a console API route as `key_name`; the decoded JSON body."""
         response = httpx.get(
             f"{self.server.url}/bastion/api/{path}",
+            params=params,
             headers={"Authorization": f"Bearer {self.keys[key_name]}"},
             timeout=30.0,
         )
@@ -73,12 +75,13 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    """`langgraph dev` with the console; keys: alice (acme) and bob (globex), no admin."""
+    """`langgraph dev` with the console; keys: alice (acme), bob (globex), root (admin, all)."""
     home = tmp_path_factory.mktemp("bastion-home")
     store = KeyStore(home / "console-keys.json")
     keys = {
         "alice": store.create("alice", [TENANT], admin=False),
         "bob": store.create("bob", [OTHER_TENANT], admin=False),
+        "root": store.create("root", ["*"], admin=True),
     }
     with start_server(home, {}) as server:
         yield Console(server=server, keys=keys)
@@ -245,3 +248,31 @@ def test_a_tenant_is_killed_and_lifted_from_the_panel_and_audited(
 
     active = console.api("kills", "bob")["active"]
     assert all(k["scope"] != f"tenant:{OTHER_TENANT}" for k in active), active
+
+
+def test_an_admin_verifies_the_audit_chain_and_downloads_the_export(
+    console: Console, browser: Browser, tmp_path: Path
+) -> None:
+    _escalate_large_refund(console)  # something on record: the guard's decisions
+
+    with dashboard(browser, console, console.keys["root"], tmp_path) as page:
+        expect(page.get_by_test_id("whoami")).to_contain_text("admin")
+        scopes = page.get_by_test_id("kill-scope").locator("option")
+        expect(scopes).to_have_text(["Tenant", "Global (every tenant)"])
+        expect(page.get_by_test_id("audit-row").first).to_be_visible()
+
+        page.get_by_test_id("verify-button").click()
+        expect(page.get_by_test_id("verify-status")).to_contain_text("Intact")
+        expect(page.get_by_test_id("verify-problem")).to_have_count(0)
+
+        # The export is fetched with the key (a plain link could not send it) and saved.
+        with page.expect_download() as download:
+            page.get_by_test_id("export-jsonl").click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+
+    assert saved.name == "bastion-audit.jsonl"
+    exported = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines()]
+    on_record = console.api("audit", "root", limit=1000)["records"]
+    assert exported, "the export is empty"
+    assert exported == on_record[: len(exported)]

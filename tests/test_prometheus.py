@@ -145,6 +145,7 @@ def test_tracer_counters_come_from_the_tracer() -> None:
         events_written=10,
         audit_written=4,
         dropped=7,
+        events_dropped=0,
         encode_errors=1,
         sink_errors=2,
         last_error="ConnectionError: down",
