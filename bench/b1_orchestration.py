@@ -28,8 +28,9 @@ from guards import (
     rule,
 )
 from guards.policy import deny
-from nodes import AgentSpec, RunContext
+from nodes import AgentSpec, RunContext, encode_step
 from nodes.models import ScriptedChatModel
+from observability import InMemoryAuditLog, InMemoryTraceSink, Tracer
 from tools import tool_contract
 
 __all__ = ["run"]
@@ -108,12 +109,18 @@ def full_guard() -> ActionGuard:
     )
 
 
-def build_bastion(latency_s: float = 0.0) -> Any:
-    """The subject: `build_orchestrator` with every guard on (sequential router)."""
+def build_bastion(latency_s: float = 0.0, tracer: Tracer | None = None) -> Any:
+    """The subject: `build_orchestrator` with every guard on (sequential router), traced and
+    audited by `tracer` (default: in-memory trace sink and audit log)."""
     agent = AgentSpec(
         name="worker", instructions=INSTRUCTIONS, tools=["lookup"], model=_model(latency_s)
     )
-    builder = build_orchestrator(agents=[agent], tools=[lookup_contract], guard=full_guard())
+    tracer = tracer or Tracer(
+        sink=InMemoryTraceSink(), audit=InMemoryAuditLog(), encode=encode_step
+    )
+    builder = build_orchestrator(
+        agents=[agent], tools=[lookup_contract], guard=full_guard(), tracer=tracer
+    )
     return builder.compile(checkpointer=InMemorySaver())
 
 
@@ -171,6 +178,7 @@ def run() -> dict[str, Any]:
         "baseline_with_100ms_model": round(slow_baseline, 3),
         "ratio_with_100ms_model": round(slow_value / slow_baseline, 4),
         "samples_with_100ms_model": len(slow["bastion"].samples_ms),
-        "guards": "tenants, kill switch, ledger, Python policy, scanners, egress, loops",
+        "guards": "tenants, kill switch, ledger, Python policy, scanners, egress, loops, "
+        "trace + audit (in-memory sinks; B8 measures the SQLite ones)",
         "goal": "ratio <= 1.25; ratio_with_100ms_model <= 1.01",
     }
