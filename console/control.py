@@ -133,6 +133,52 @@ def run_status(values: Mapping[str, Any], *, waiting: bool) -> str:
     return str(outcome.get("status")) if isinstance(outcome, Mapping) else "running"
 
 
+def _values(values: Any) -> Mapping[str, Any]:
+    """A thread's state values; empty when it has none (yet)."""
+    return values if isinstance(values, Mapping) else {}
+
+
+def _tenant(values: Mapping[str, Any]) -> str:
+    """The tenant of the run whose state values these are."""
+    return str(values.get("tenant") or "")
+
+
+def _first_approval(
+    thread_id: str, values: Mapping[str, Any], payloads: Iterable[Any]
+) -> Approval | None:
+    """The approval asked for by the first interrupt payload that comes from the approval
+    node, or None when none does."""
+    for payload in payloads:
+        approval = approval_from(thread_id, values, payload)
+        if approval is not None:
+            return approval
+    return None
+
+
+def _waiting(thread_id: str, approval: Approval | None) -> Approval:
+    """The approval the thread waits for.
+
+    Raises:
+        NothingPendingError: it waits for none (`approval` is None).
+    """
+    if approval is None:
+        raise NothingPendingError(f"thread {thread_id!r} waits for no decision")
+    return approval
+
+
+def _resume_value(
+    decisions: Sequence[Mapping[str, Any]], *, note: str | None, reviewer: str
+) -> dict[str, Any]:
+    """What resumes a waiting thread: the decisions, stamped (`stamp_decisions`)."""
+    return {"decisions": stamp_decisions(decisions, note=note, reviewer=reviewer)}
+
+
+def _status_after(result: Any) -> str:
+    """The run's status from what resuming it returned (its values, or its next interrupt)."""
+    values = _values(result)
+    return run_status(values, waiting=bool(values.get(_INTERRUPT)))
+
+
 def _covered(approval: Approval, tenants: frozenset[str] | None) -> bool:
     return tenants is None or approval["tenant"] in tenants
 
@@ -240,12 +286,9 @@ class LocalRunControl:
     def _state(self, thread_id: str) -> tuple[Mapping[str, Any], Approval | None, bool]:
         """The thread's values, pending approval, and whether it exists."""
         snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
-        values = snapshot.values if isinstance(snapshot.values, Mapping) else {}
-        for pending in snapshot.interrupts:
-            approval = approval_from(thread_id, values, pending.value)
-            if approval is not None:
-                return values, approval, True
-        return values, None, snapshot.created_at is not None
+        values = _values(snapshot.values)
+        approval = _first_approval(thread_id, values, (p.value for p in snapshot.interrupts))
+        return values, approval, approval is not None or snapshot.created_at is not None
 
     def pending(self, tenants: frozenset[str] | None = None) -> list[Approval]:
         """`approvals`, synchronously."""
@@ -268,18 +311,14 @@ class LocalRunControl:
         with self._guard:
             lock = self._locks.setdefault(thread_id, threading.Lock())
         with lock:
-            _, approval, _ = self._state(thread_id)
-            if approval is None:
-                raise NothingPendingError(f"thread {thread_id!r} waits for no decision")
+            approval = _waiting(thread_id, self._state(thread_id)[1])
             result = self.graph.invoke(
-                Command(
-                    resume={"decisions": stamp_decisions(decisions, note=note, reviewer=reviewer)}
-                ),
+                Command(resume=_resume_value(decisions, note=note, reviewer=reviewer)),
                 {"configurable": {"thread_id": thread_id}},
                 context=RunContext(tenant=approval["tenant"]),
                 durability="sync",
             )
-        return run_status(result, waiting=bool(result.get(_INTERRUPT)))
+        return _status_after(result)
 
     async def approvals(self, tenants: frozenset[str] | None = None) -> list[Approval]:
         """Pending approvals of `tenants` (None: all), soonest deadline first."""
@@ -292,7 +331,7 @@ class LocalRunControl:
     async def tenant_of(self, thread_id: str) -> str | None:
         """The tenant of the run on `thread_id`, or None for an unknown thread."""
         values, _, exists = await asyncio.to_thread(self._state, thread_id)
-        return str(values.get("tenant") or "") if exists else None
+        return _tenant(values) if exists else None
 
     async def decide(
         self,
@@ -359,20 +398,15 @@ class ServerRunControl:
         state = await self._state(thread_id)
         if state is None:
             return None
-        values = state.get("values") if isinstance(state.get("values"), Mapping) else {}
-        for pending in state.get("interrupts") or ():
-            approval = approval_from(thread_id, values or {}, pending.get("value"))
-            if approval is not None:
-                return approval
-        return None
+        payloads = (pending.get("value") for pending in state.get("interrupts") or ())
+        return _first_approval(thread_id, _values(state.get("values")), payloads)
 
     async def tenant_of(self, thread_id: str) -> str | None:
         """The tenant of the run on `thread_id`, or None for an unknown thread."""
         state = await self._state(thread_id)
         if state is None:
             return None
-        values = state.get("values")
-        return str(values.get("tenant") or "") if isinstance(values, Mapping) else ""
+        return _tenant(_values(state.get("values")))
 
     async def decide(
         self,
@@ -383,29 +417,20 @@ class ServerRunControl:
         reviewer: str,
     ) -> str:
         """Resume the thread through the server; the run's status once it stops again."""
-        approval = await self.approval(thread_id)
-        if approval is None:
-            raise NothingPendingError(f"thread {thread_id!r} waits for no decision")
-        resume = {"decisions": stamp_decisions(decisions, note=note, reviewer=reviewer)}
+        approval = _waiting(thread_id, await self.approval(thread_id))
         result = await self.client.runs.wait(
             thread_id,
             self.assistant_id,
-            command={"resume": resume},
+            command={"resume": _resume_value(decisions, note=note, reviewer=reviewer)},
             context={"tenant": approval["tenant"]},
         )
-        result = result if isinstance(result, Mapping) else {}
-        return run_status(result, waiting=bool(result.get(_INTERRUPT)))
+        return _status_after(result)
 
 
 def _thread_approval(thread: Mapping[str, Any]) -> Approval | None:
     """The approval a thread from `threads.search` waits for (its `interrupts` map tasks to
     their pending interrupts)."""
-    values = thread.get("values") if isinstance(thread.get("values"), Mapping) else {}
     interrupts = thread.get("interrupts") or {}
     pending = interrupts.values() if isinstance(interrupts, Mapping) else [interrupts]
-    for items in pending:
-        for item in items or ():
-            approval = approval_from(str(thread["thread_id"]), values or {}, item.get("value"))
-            if approval is not None:
-                return approval
-    return None
+    payloads = (item.get("value") for items in pending for item in items or ())
+    return _first_approval(str(thread["thread_id"]), _values(thread.get("values")), payloads)

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from observability.base import TraceBackendError
 from observability.chain import (
     GENESIS,
     AuditConfigError,
@@ -24,6 +20,7 @@ from observability.chain import (
     verify_chain,
 )
 from observability.events import AuditEntry, AuditHead, AuditRecord
+from observability.sqlite_files import SqliteFile
 
 __all__ = ["SqliteAuditLog", "check_key", "kept_head_problems"]
 
@@ -54,16 +51,6 @@ _SET_HEAD = (
 )
 _CHUNK = 1000
 """Records read per query while verifying."""
-
-_OPEN: weakref.WeakSet[SqliteAuditLog] = weakref.WeakSet()
-"""Every live log, so a forked child drops the connections it inherited."""
-
-_INHERITED: list[object] = []
-"""In a forked child: the parent's connections, kept open and unused for good."""
-
-
-class _Connection(sqlite3.Connection):
-    """A plain connection that can be weakly referenced (the base class cannot)."""
 
 
 def check_key(key: bytes | None) -> bytes | None:
@@ -142,29 +129,25 @@ class SqliteAuditLog:
         """The audit file."""
         self.url = str(self.path)
         """Where the log lives, as named in `TraceBackendError`."""
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        with self._backend("create the audit file"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connection()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            conn.executescript(_SCHEMA)
-        if mode != "wal":
-            raise TraceBackendError(
-                f"audit file {self.url} cannot use WAL mode (journal_mode is {mode!r}). "
-                "Hint: put it on a local disk, e.g. under BASTION_HOME.",
-                url=self.url,
-            )
-        _OPEN.add(self)
+        self._file = SqliteFile(
+            self.path,
+            schema=_SCHEMA,
+            busy_timeout_s=busy_timeout_s,
+            synchronous="FULL",  # an audit record survives a power cut
+            what="audit file",
+            default_name="audit.sqlite",
+            integrity_hint="the file holds records after its kept head; run `bastion audit verify`",
+        )
 
     def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Seal entries after the head, all or none (see `AuditLog.append`)."""
         clean = [check_entry(entry) for entry in entries]
         if not clean:
             return []
-        with self._backend("append to the audit log"), self._connection() as conn:
+        with (
+            self._file.backend("append to the audit log", outcome=" Nothing was appended."),
+            self._file.connection() as conn,
+        ):
             conn.execute("BEGIN IMMEDIATE")  # the head is read under the write lock
             rows = conn.execute("SELECT seq, hash FROM audit_head").fetchall()
             seq, prev = rows[0] if rows else (0, GENESIS)
@@ -199,20 +182,20 @@ class SqliteAuditLog:
                 where.append(f"{column} = ?")
                 args.append(value)
         query = f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        with self._backend("read the audit records"):
-            rows = self._connection().execute(query, (*args, limit)).fetchall()
+        with self._file.backend("read the audit records"):
+            rows = self._file.connection().execute(query, (*args, limit)).fetchall()
         return [_record(row) for row in rows]
 
     def head(self) -> AuditHead | None:
         """The kept head."""
-        with self._backend("read the audit head"):
-            rows = self._connection().execute("SELECT seq, hash FROM audit_head").fetchall()
+        with self._file.backend("read the audit head"):
+            rows = self._file.connection().execute("SELECT seq, hash FROM audit_head").fetchall()
         return AuditHead(seq=rows[0][0], hash=rows[0][1]) if rows else None
 
     def verify(self) -> VerifyReport:
         """Check the records up to the kept head, read in chunks from one snapshot, against
         it; records after it are reported (`kept_head_problems`), not checked."""
-        with self._backend("verify the audit log"), self._connection() as conn:
+        with self._file.backend("verify the audit log"), self._file.connection() as conn:
             conn.execute("BEGIN")  # one snapshot: the head and the records agree
             rows = conn.execute("SELECT seq, hash FROM audit_head").fetchall()
             head = AuditHead(seq=rows[0][0], hash=rows[0][1]) if rows else None
@@ -226,66 +209,7 @@ class SqliteAuditLog:
 
     def close(self) -> None:
         """Close every connection this log opened; a later call opens new ones."""
-        with self._lock:
-            connections, self._connections = list(self._connections), weakref.WeakSet()
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
-
-    def _connection(self) -> sqlite3.Connection:
-        try:
-            conn: sqlite3.Connection = self._local.conn
-        except AttributeError:
-            conn = self._connect()
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """Open this thread's connection (autocommit; transactions are explicit)."""
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout_s,
-            isolation_level=None,
-            check_same_thread=False,  # only so that `close()` may close it from another thread
-            factory=_Connection,
-        )
-        conn.execute("PRAGMA synchronous=FULL")  # an audit record survives a power cut
-        with self._lock:
-            self._connections.add(conn)
-            self._local.conn = conn
-        return conn
-
-    def _after_fork(self) -> None:
-        """Forget the inherited connections without closing them: closing would run SQLite's
-        close-time WAL work against the parent's files."""
-        _INHERITED.append((self._local, list(self._connections)))
-        self._connections = weakref.WeakSet()
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _backend(self, action: str) -> Iterator[None]:
-        """Turn any SQLite or file-system failure into a `TraceBackendError`."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as error:
-            outcome = " Nothing was appended." if action.startswith("append") else ""
-            raise TraceBackendError(
-                f"audit file {self.url} failed: could not {action} "
-                f"({type(error).__name__}: {error}).{outcome} Hint: {self._hint(error)}.",
-                url=self.url,
-            ) from error
-
-    def _hint(self, error: BaseException) -> str:
-        text = str(error)
-        if self.path.is_dir():
-            return f"it is a folder; name a file in it, e.g. {self.path / 'audit.sqlite'}"
-        if "not a database" in text:
-            return "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
-        if "locked" in text or "busy" in text:
-            return f"another process held the write lock for over {self._busy_timeout_s}s"
-        if isinstance(error, sqlite3.IntegrityError):
-            return "the file holds records after its kept head; run `bastion audit verify`"
-        return "its folder must exist or be creatable, and be writable by this process"
+        self._file.close()
 
 
 def _chunks(conn: sqlite3.Connection, upto: int | None) -> Iterator[AuditRecord]:
@@ -313,11 +237,3 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
     except (TypeError, ValueError):  # a tampered row: verify reports it as altered
         record["detail"] = {"unreadable": record["detail"]}
     return record  # type: ignore[return-value]
-
-
-def _forget_inherited_connections() -> None:
-    for log in list(_OPEN):
-        log._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from observability.base import TraceBackendError
 from observability.events import RunSummary, TraceEvent
 from observability.runs import fold_run
+from observability.sqlite_files import SqliteFile
 
 __all__ = ["TRACE_FILE", "SqliteTraceSink"]
 
@@ -51,17 +48,6 @@ _UPSERT = (
     "tenant = excluded.tenant, updated_at = excluded.updated_at, summary = excluded.summary"
 )
 
-_OPEN: weakref.WeakSet[SqliteTraceSink] = weakref.WeakSet()
-"""Every live sink, so a forked child drops the connections it inherited (SQLite forbids using
-a connection across `fork`)."""
-
-_INHERITED: list[object] = []
-"""In a forked child: the parent's connections, kept open and unused for good."""
-
-
-class _Connection(sqlite3.Connection):
-    """A plain connection that can be weakly referenced (the base class cannot)."""
-
 
 class SqliteTraceSink:
     """A `TraceSink` in one SQLite file (WAL), shared by every process that opens it.
@@ -97,23 +83,16 @@ class SqliteTraceSink:
         """The trace file."""
         self.url = str(self.path)
         """Where the traces live, as named in `TraceBackendError`."""
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        # Weak: a thread's connection lives in its thread-local and closes when the thread ends.
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        with self._backend("create the trace file"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connection()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            conn.executescript(_SCHEMA)
-        if mode != "wal":
-            raise TraceBackendError(
-                f"trace file {self.url} cannot use WAL mode (journal_mode is {mode!r}). "
-                "Hint: put it on a local disk, e.g. under BASTION_HOME.",
-                url=self.url,
-            )
-        _OPEN.add(self)
+        # NORMAL: in WAL mode a commit survives a crash of the process; only a power cut may
+        # lose the last transactions, an acceptable price for traces (not for kills).
+        self._file = SqliteFile(
+            self.path,
+            schema=_SCHEMA,
+            busy_timeout_s=busy_timeout_s,
+            synchronous="NORMAL",
+            what="trace file",
+            default_name=TRACE_FILE,
+        )
 
     def write(self, events: Sequence[TraceEvent]) -> None:
         """Store events (new `event_id`s only) and fold them into their runs, atomically.
@@ -127,7 +106,7 @@ class SqliteTraceSink:
             (e["event_id"], e["run_id"], e["tenant"], e["ts"], json.dumps(e, default=str))
             for e in events
         ]
-        with self._backend("write trace events"), self._connection() as conn:
+        with self._file.backend("write trace events"), self._file.connection() as conn:
             # IMMEDIATE: take the write lock before reading the summaries, so no other process
             # folds into them between this read and this upsert.
             conn.execute("BEGIN IMMEDIATE")
@@ -155,8 +134,8 @@ class SqliteTraceSink:
             return []
         where, args = _where(run_id=run_id, tenant=tenant)
         query = f"SELECT event FROM trace_events{where} ORDER BY seq DESC LIMIT ?"
-        with self._backend("read trace events"):
-            rows = self._connection().execute(query, (*args, limit)).fetchall()
+        with self._file.backend("read trace events"):
+            rows = self._file.connection().execute(query, (*args, limit)).fetchall()
         return [json.loads(row[0]) for row in reversed(rows)]
 
     def runs(self, *, tenant: str | None = None, limit: int = 100) -> list[RunSummary]:
@@ -165,8 +144,8 @@ class SqliteTraceSink:
             return []
         where, args = _where(tenant=tenant)
         query = f"SELECT summary FROM trace_runs{where} ORDER BY updated_at DESC LIMIT ?"
-        with self._backend("read run summaries"):
-            rows = self._connection().execute(query, (*args, limit)).fetchall()
+        with self._file.backend("read run summaries"):
+            rows = self._file.connection().execute(query, (*args, limit)).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def close(self) -> None:
@@ -174,73 +153,13 @@ class SqliteTraceSink:
 
         Call it when no other thread is using the sink.
         """
-        with self._lock:
-            connections, self._connections = list(self._connections), weakref.WeakSet()
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        self._file.close()
 
     def __enter__(self) -> SqliteTraceSink:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _connection(self) -> sqlite3.Connection:
-        try:
-            conn: sqlite3.Connection = self._local.conn
-        except AttributeError:
-            conn = self._connect()
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """Open this thread's connection (autocommit; transactions are explicit)."""
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout_s,
-            isolation_level=None,
-            check_same_thread=False,  # only so that `close()` may close it from another thread
-            factory=_Connection,
-        )
-        # NORMAL: in WAL mode a commit survives a crash of the process; only a power cut may
-        # lose the last transactions, an acceptable price for traces (not for kills).
-        conn.execute("PRAGMA synchronous=NORMAL")
-        with self._lock:
-            self._connections.add(conn)
-            self._local.conn = conn
-        return conn
-
-    def _after_fork(self) -> None:
-        """Forget the connections inherited from the parent process, without closing them:
-        closing would run SQLite's close-time WAL work against the parent's files."""
-        _INHERITED.append((self._local, list(self._connections)))
-        self._connections = weakref.WeakSet()
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _backend(self, action: str) -> Iterator[None]:
-        """Turn any SQLite or file-system failure into a `TraceBackendError`."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as error:
-            raise self._error(action, error) from error
-
-    def _error(self, action: str, error: BaseException) -> TraceBackendError:
-        text = str(error)
-        if self.path.is_dir():
-            hint = f"it is a folder; name a file in it, e.g. {self.path / TRACE_FILE}"
-        elif "not a database" in text:
-            hint = "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
-        elif "locked" in text or "busy" in text:
-            hint = f"another process held the write lock for over {self._busy_timeout_s}s"
-        else:
-            hint = "its folder must exist or be creatable, and be writable by this process"
-        return TraceBackendError(
-            f"trace file {self.url} failed: could not {action} ({type(error).__name__}: "
-            f"{text}). Hint: {hint}.",
-            url=self.url,
-        )
 
 
 def _inserted(conn: sqlite3.Connection, row: tuple[Any, ...]) -> bool:
@@ -254,11 +173,3 @@ def _where(**filters: str | None) -> tuple[str, tuple[str, ...]]:
     if not chosen:
         return "", ()
     return " WHERE " + " AND ".join(f"{c} = ?" for c in chosen), tuple(chosen.values())
-
-
-def _forget_inherited_connections() -> None:
-    for sink in list(_OPEN):
-        sink._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)
