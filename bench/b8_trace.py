@@ -35,6 +35,7 @@ from observability import (
     Tracer,
     TraceSink,
 )
+from observability.redis_audit import RedisAuditLog
 from observability.redis_trace import RedisTraceSink
 from observability.sqlite_audit import SqliteAuditLog
 from observability.sqlite_trace import SqliteTraceSink
@@ -205,14 +206,14 @@ def _dead_redis_url() -> str:
 
 
 def _down_sink(home: Path) -> dict[str, Any]:
-    """Run the traced graph while its Redis trace sink is unreachable: the tracer holds at
-    most `DOWN_CAPACITY` steps and counts the rest as dropped, so memory stays flat; then the
-    sink comes back (the tracer is pointed at SQLite), the held steps are written and a `gap`
-    audit record says how many were lost."""
-    audit = SqliteAuditLog(home / "audit-down.sqlite")
+    """Run the traced graph while its Redis trace sink and audit log are unreachable: the
+    tracer holds at most `DOWN_CAPACITY` steps and counts the rest as dropped, so memory stays
+    flat; then both come back (the tracer is pointed at SQLite), the held steps are written
+    and a `gap` audit record says how many were lost."""
+    dead = _dead_redis_url()
     tracer = Tracer(
-        sink=RedisTraceSink(_dead_redis_url(), timeout_s=0.2),
-        audit=audit,
+        sink=RedisTraceSink(dead, timeout_s=0.2),
+        audit=RedisAuditLog(dead, timeout_s=0.2),
         encode=encode_step,
         capacity=DOWN_CAPACITY,
     )
@@ -229,6 +230,9 @@ def _down_sink(home: Path) -> dict[str, Any]:
             stream_mode="updates",
         )
         recorded += sum(1 for _ in updates)
+        # A gap between requests, as real traffic has: a graph thread that never waits keeps
+        # the writer thread from the GIL (seen here: no write at all during back-to-back runs).
+        tracer.flush(timeout_s=0.005)
         stats = tracer.stats()
         queued_max = max(queued_max, stats.queued)
         if rss_full is None and stats.dropped:
@@ -239,23 +243,25 @@ def _down_sink(home: Path) -> dict[str, Any]:
     down = tracer.stats()
     assert down.events_written == 0 and down.sink_errors > 0, down
     assert queued_max <= DOWN_CAPACITY and down.dropped > 0, (queued_max, down)
-    revived = SqliteTraceSink(home / "traces-down.sqlite")
-    tracer.sink = revived
+    revived, audit = SqliteTraceSink(home / "traces-down.sqlite"), SqliteAuditLog(home / "a.sqlite")
+    tracer.sink, tracer.audit = revived, audit
     assert tracer.flush(DOWN_DEADLINE_S), tracer.stats()
     up = tracer.stats()
     tracer.close()
     written = len(revived.events(limit=recorded + 1))
     gaps = audit.records(kind="gap")
-    assert written == up.events_written and written + up.dropped == recorded, (written, up)
+    lost = up.dropped + up.events_dropped  # steps dropped whole, and trace events trimmed
+    assert written == up.events_written and written + lost == recorded, (written, up)
     assert [g["detail"]["dropped_steps"] for g in gaps] == [up.dropped], gaps
     revived.close()
     audit.close()
     return {
-        "down_sink": "RedisTraceSink (nothing listening)",
+        "down_sink": "RedisTraceSink + RedisAuditLog (nothing listening)",
         "down_sink_capacity": DOWN_CAPACITY,
         "down_sink_steps": recorded,
         "down_sink_queue_max": queued_max,
         "down_sink_dropped": up.dropped,
+        "down_sink_events_dropped": up.events_dropped,
         "down_sink_written_after": written,
         "down_sink_gap_records": len(gaps),
         "down_sink_rss_mb": round(rss_end - (rss_full or rss_end), 2),

@@ -210,7 +210,7 @@ class Tracer:
         the sink is retried with backoff.
         """
         self._write_events()
-        self._entries.extend(self._take_gap())
+        self._note_gap()
         if self._entries and self.audit is not None:
             try:
                 self.audit.append(self._entries)
@@ -256,14 +256,20 @@ class Tracer:
             failures = self._counts["sink"]
             logger.error("trace/audit write failed (%d so far): %s", failures, error)
 
-    def _take_gap(self) -> list[AuditEntry]:
-        """An audit `gap` entry for the steps dropped so far (then forgotten: it is pending)."""
+    def _note_gap(self) -> None:
+        """Put the steps dropped so far on record as one pending `gap` entry (merged into the
+        one still pending, so a long outage leaves one record, not one per retry)."""
         with self._lock:
             lost, self._lost = self._lost, None
         if lost is None:
-            return []
+            return
         count, since, until = lost
-        return [
+        pending = self._entries[-1] if self._entries else None
+        if pending is not None and pending["kind"] == "gap":
+            count += pending["detail"]["dropped_steps"]
+            since = pending["detail"]["since"]
+            self._entries.pop()
+        self._entries.append(
             AuditEntry(
                 kind="gap",
                 ts=until,
@@ -273,7 +279,7 @@ class Tracer:
                 subject=f"{count} step(s)",
                 detail={"dropped_steps": count, "since": since, "until": until},
             )
-        ]
+        )
 
 
 def _after_fork() -> None:
