@@ -34,11 +34,11 @@ from console.control import (
     LocalRunControl,
     NothingPendingError,
     RunControl,
-    ServerRunControl,
     stamp_decisions,
 )
 from console.deadlines import run_sweeper, sweep_interval
 from console.scoping import audit_records, key_events, key_runs, run_events, run_summary
+from console.server_control import ServerRunControl
 from graphs import Services, Settings, services_for
 from nodes import InvalidResumeError, parse_review
 from observability import AUDIT_KINDS

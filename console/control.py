@@ -1,5 +1,6 @@
-"""Run control for the console: pending approvals and resuming runs, in a LangGraph server or
-over a compiled graph and its checkpointer."""
+"""Run control for the console: the protocol, the Approval shape and the translation both
+implementations share, and `LocalRunControl` over a compiled graph and its checkpointer (the
+LangGraph server's is `console.server_control.ServerRunControl`)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,17 @@ __all__ = [
     "LocalRunControl",
     "NothingPendingError",
     "RunControl",
-    "ServerRunControl",
     "approval_from",
+    "by_deadline",
+    "covered",
+    "first_approval",
+    "resume_value",
     "run_status",
     "stamp_decisions",
+    "state_values",
+    "status_after",
+    "tenant_in",
+    "waiting_for",
 ]
 
 _INTERRUPT = "__interrupt__"
@@ -133,17 +141,17 @@ def run_status(values: Mapping[str, Any], *, waiting: bool) -> str:
     return str(outcome.get("status")) if isinstance(outcome, Mapping) else "running"
 
 
-def _values(values: Any) -> Mapping[str, Any]:
+def state_values(values: Any) -> Mapping[str, Any]:
     """A thread's state values; empty when it has none (yet)."""
     return values if isinstance(values, Mapping) else {}
 
 
-def _tenant(values: Mapping[str, Any]) -> str:
+def tenant_in(values: Mapping[str, Any]) -> str:
     """The tenant of the run whose state values these are."""
     return str(values.get("tenant") or "")
 
 
-def _first_approval(
+def first_approval(
     thread_id: str, values: Mapping[str, Any], payloads: Iterable[Any]
 ) -> Approval | None:
     """The approval asked for by the first interrupt payload that comes from the approval
@@ -155,7 +163,7 @@ def _first_approval(
     return None
 
 
-def _waiting(thread_id: str, approval: Approval | None) -> Approval:
+def waiting_for(thread_id: str, approval: Approval | None) -> Approval:
     """The approval the thread waits for.
 
     Raises:
@@ -166,24 +174,24 @@ def _waiting(thread_id: str, approval: Approval | None) -> Approval:
     return approval
 
 
-def _resume_value(
+def resume_value(
     decisions: Sequence[Mapping[str, Any]], *, note: str | None, reviewer: str
 ) -> dict[str, Any]:
     """What resumes a waiting thread: the decisions, stamped (`stamp_decisions`)."""
     return {"decisions": stamp_decisions(decisions, note=note, reviewer=reviewer)}
 
 
-def _status_after(result: Any) -> str:
+def status_after(result: Any) -> str:
     """The run's status from what resuming it returned (its values, or its next interrupt)."""
-    values = _values(result)
+    values = state_values(result)
     return run_status(values, waiting=bool(values.get(_INTERRUPT)))
 
 
-def _covered(approval: Approval, tenants: frozenset[str] | None) -> bool:
+def covered(approval: Approval, tenants: frozenset[str] | None) -> bool:
     return tenants is None or approval["tenant"] in tenants
 
 
-def _by_deadline(approvals: Iterable[Approval]) -> list[Approval]:
+def by_deadline(approvals: Iterable[Approval]) -> list[Approval]:
     """Soonest deadline first; those without one last."""
     return sorted(
         approvals, key=lambda a: (a["deadline"] is None, a["deadline"] or 0.0, a["thread_id"])
@@ -286,8 +294,8 @@ class LocalRunControl:
     def _state(self, thread_id: str) -> tuple[Mapping[str, Any], Approval | None, bool]:
         """The thread's values, pending approval, and whether it exists."""
         snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
-        values = _values(snapshot.values)
-        approval = _first_approval(thread_id, values, (p.value for p in snapshot.interrupts))
+        values = state_values(snapshot.values)
+        approval = first_approval(thread_id, values, (p.value for p in snapshot.interrupts))
         return values, approval, approval is not None or snapshot.created_at is not None
 
     def pending(self, tenants: frozenset[str] | None = None) -> list[Approval]:
@@ -295,9 +303,9 @@ class LocalRunControl:
         found = []
         for thread_id in _interrupted_threads(self.checkpointer):
             approval = self._state(thread_id)[1]
-            if approval is not None and _covered(approval, tenants):
+            if approval is not None and covered(approval, tenants):
                 found.append(approval)
-        return _by_deadline(found)
+        return by_deadline(found)
 
     def resume(
         self,
@@ -311,14 +319,14 @@ class LocalRunControl:
         with self._guard:
             lock = self._locks.setdefault(thread_id, threading.Lock())
         with lock:
-            approval = _waiting(thread_id, self._state(thread_id)[1])
+            approval = waiting_for(thread_id, self._state(thread_id)[1])
             result = self.graph.invoke(
-                Command(resume=_resume_value(decisions, note=note, reviewer=reviewer)),
+                Command(resume=resume_value(decisions, note=note, reviewer=reviewer)),
                 {"configurable": {"thread_id": thread_id}},
                 context=RunContext(tenant=approval["tenant"]),
                 durability="sync",
             )
-        return _status_after(result)
+        return status_after(result)
 
     async def approvals(self, tenants: frozenset[str] | None = None) -> list[Approval]:
         """Pending approvals of `tenants` (None: all), soonest deadline first."""
@@ -331,7 +339,7 @@ class LocalRunControl:
     async def tenant_of(self, thread_id: str) -> str | None:
         """The tenant of the run on `thread_id`, or None for an unknown thread."""
         values, _, exists = await asyncio.to_thread(self._state, thread_id)
-        return _tenant(values) if exists else None
+        return tenant_in(values) if exists else None
 
     async def decide(
         self,
@@ -345,92 +353,3 @@ class LocalRunControl:
         return await asyncio.to_thread(
             self.resume, thread_id, decisions, note=note, reviewer=reviewer
         )
-
-
-class ServerRunControl:
-    """Run control inside a LangGraph server, through the SDK's in-process client.
-
-    `get_client()` without a URL talks to the server it runs in over an ASGI transport (no
-    network, no auth), so the console resumes runs exactly as any other client would.
-    """
-
-    def __init__(self, assistant_id: str = "support", *, client: Any = None) -> None:
-        self.assistant_id = assistant_id
-        """The graph (assistant) whose runs are resumed."""
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        """The SDK client (created on first use, when the server is up)."""
-        if self._client is None:
-            from langgraph_sdk import get_client
-
-            self._client = get_client(api_key=None)
-        return self._client
-
-    async def approvals(self, tenants: frozenset[str] | None = None) -> list[Approval]:
-        """Pending approvals of `tenants` (None: all), soonest deadline first."""
-        found: list[Approval] = []
-        offset, page = 0, 100
-        while True:
-            threads = await self.client.threads.search(
-                status="interrupted", limit=page, offset=offset
-            )
-            for thread in threads:
-                approval = _thread_approval(thread)
-                if approval is not None and _covered(approval, tenants):
-                    found.append(approval)
-            if len(threads) < page:
-                return _by_deadline(found)
-            offset += page
-
-    async def _state(self, thread_id: str) -> dict[str, Any] | None:
-        from langgraph_sdk.errors import NotFoundError
-
-        try:
-            state: dict[str, Any] = await self.client.threads.get_state(thread_id)
-        except NotFoundError:
-            return None
-        return state
-
-    async def approval(self, thread_id: str) -> Approval | None:
-        """The approval `thread_id` waits for, or None."""
-        state = await self._state(thread_id)
-        if state is None:
-            return None
-        payloads = (pending.get("value") for pending in state.get("interrupts") or ())
-        return _first_approval(thread_id, _values(state.get("values")), payloads)
-
-    async def tenant_of(self, thread_id: str) -> str | None:
-        """The tenant of the run on `thread_id`, or None for an unknown thread."""
-        state = await self._state(thread_id)
-        if state is None:
-            return None
-        return _tenant(_values(state.get("values")))
-
-    async def decide(
-        self,
-        thread_id: str,
-        decisions: Sequence[Mapping[str, Any]],
-        *,
-        note: str | None,
-        reviewer: str,
-    ) -> str:
-        """Resume the thread through the server; the run's status once it stops again."""
-        approval = _waiting(thread_id, await self.approval(thread_id))
-        result = await self.client.runs.wait(
-            thread_id,
-            self.assistant_id,
-            command={"resume": _resume_value(decisions, note=note, reviewer=reviewer)},
-            context={"tenant": approval["tenant"]},
-        )
-        return _status_after(result)
-
-
-def _thread_approval(thread: Mapping[str, Any]) -> Approval | None:
-    """The approval a thread from `threads.search` waits for (its `interrupts` map tasks to
-    their pending interrupts)."""
-    interrupts = thread.get("interrupts") or {}
-    pending = interrupts.values() if isinstance(interrupts, Mapping) else [interrupts]
-    payloads = (item.get("value") for items in pending for item in items or ())
-    return _first_approval(str(thread["thread_id"]), _values(thread.get("values")), payloads)

@@ -59,8 +59,17 @@ class NodeStep:
     successful call of a tool with side effects is audited as an `effect`."""
 
 
-def _parameters(node: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(node).parameters)
+def _invoker(node: Callable[..., Any]) -> Callable[[Any, Any, Any], Any]:
+    """`node` called with exactly the injected arguments it declares, decided once here rather
+    than on every step."""
+    wants = frozenset(inspect.signature(node).parameters) & {"config", "runtime"}
+    if wants == {"config", "runtime"}:
+        return lambda state, config, runtime: node(state, config=config, runtime=runtime)
+    if wants == {"config"}:
+        return lambda state, config, runtime: node(state, config=config)
+    if wants == {"runtime"}:
+        return lambda state, config, runtime: node(state, runtime=runtime)
+    return lambda state, config, runtime: node(state)
 
 
 def traced(
@@ -69,14 +78,13 @@ def traced(
     """`node` wrapped so that each of its steps is recorded by `tracer` (also when it pauses
     for a human or raises); the node itself is unchanged. The tracer's `encode` must be
     `encode_step`; `side_effects` maps tool names to their declared side effect."""
-    wants = _parameters(node) & {"config", "runtime"}
+    invoke = _invoker(node)
 
     def step(state: Any, config: RunnableConfig, runtime: Any) -> Any:
-        extra = {"config": config, "runtime": runtime}
         started, clock = time.time(), time.perf_counter()
         status, error, update, paused = "ok", None, None, None
         try:
-            update = node(state, **{key: extra[key] for key in wants})
+            update = invoke(state, config, runtime)
             return update
         except GraphInterrupt as interrupt:
             status, paused = "interrupted", interrupt.args[0] if interrupt.args else None
