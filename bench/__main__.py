@@ -1,4 +1,7 @@
-"""Run the registered benchmarks, print a table (or JSON) and write bench/results/latest.json."""
+"""Run the registered benchmarks, print a table (or JSON) and write bench/results/latest.json.
+
+`--only` re-runs some ids and keeps the other ids' latest results in the file, so measuring one
+benchmark never erases the rest."""
 
 from __future__ import annotations
 
@@ -43,6 +46,22 @@ def _table(results: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _previous() -> list[dict[str, Any]]:
+    """The results file as last written, or nothing if it is missing or unreadable."""
+    try:
+        previous = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in previous if isinstance(r, dict)] if isinstance(previous, list) else []
+
+
+def merged(previous: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`fresh` results replacing the same ids in `previous`, ordered as `BENCHMARKS` lists them."""
+    by_id = {r.get("id"): r for r in previous} | {r["id"]: r for r in fresh}
+    order = {bench_id: position for position, bench_id in enumerate(BENCHMARKS)}
+    return sorted(by_id.values(), key=lambda r: order.get(r.get("id"), len(order)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run the selected benchmarks and report them."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -53,10 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = [importlib.import_module(BENCHMARKS[i]).run() for i in args.only or BENCHMARKS]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(results, indent=2)
-    RESULTS.write_text(text + "\n")
+    RESULTS.write_text(json.dumps(merged(_previous(), results), indent=2) + "\n")
     if args.json:
-        print(text)
+        print(json.dumps(results, indent=2))
     else:
         width = Console().width
         Console(width=max(width, 120)).print(_table(results))
