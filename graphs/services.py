@@ -17,6 +17,7 @@ from guards.redis_budget import RedisBudgetLedger
 from guards.redis_killswitch import RedisKillSwitch
 from guards.sqlite_killswitch import SqliteKillSwitch
 from memory import VersionedMemory, in_memory, open_memory
+from memory.retention import RetentionSweeper
 from nodes import encode_step
 from observability import (
     AuditLog,
@@ -65,8 +66,11 @@ class Services:
     """The hash-chained audit log: decisions, approvals, effects, kills, policy loads, reverts."""
     tracer: Tracer = field(default=None)  # type: ignore[assignment]
     """Writes `traces` and `audit` off the graph's hot path (built from them by default)."""
+    sweeper: RetentionSweeper | None = None
+    """Promotes and purges memory by retention on a timer (long-lived processes; see
+    `Settings.memory_sweep_s`)."""
     closer: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
-    """Closes what was opened for these services (memory backends)."""
+    """Closes what was opened for these services (memory backends, the retention sweeper)."""
 
     def __post_init__(self) -> None:
         if self.tracer is None:
@@ -87,7 +91,8 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         """Redis-backed services when `settings.redis_url` is set, embedded ones otherwise;
-        memory as `open_memory` opens it from the settings.
+        memory as `open_memory` opens it from the settings (with its namespaces' conflict
+        policies), swept for retention every `settings.memory_sweep_s` seconds.
 
         Raises:
             MemoryBackendError: memory cannot be opened (says which backend and what to do).
@@ -100,9 +105,14 @@ class Services:
                     redis_url=settings.redis_url,
                     weaviate_url=settings.weaviate_url,
                     embedder=settings.embeddings,
+                    conflicts=settings.conflict_policies,
                 )
             )
-            return cls(**_backends(settings), memory=memory, closer=closer)
+            sweeper = None
+            if settings.memory_sweep_s > 0:
+                sweeper = RetentionSweeper(memory, interval_s=settings.memory_sweep_s).start()
+                closer.callback(sweeper.stop)  # before the memory it sweeps is closed
+            return cls(**_backends(settings), memory=memory, sweeper=sweeper, closer=closer)
         except BaseException:
             closer.close()
             raise

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from memory import ConflictPolicy, MemoryContractError
+from memory.contract import check_namespace
+
 __all__ = ["Settings", "SettingsError"]
 
 
@@ -39,6 +42,15 @@ class Settings(BaseModel):
     """`BASTION_TENANT`: tenant used by the CLI when none is given."""
     policy_key: str | None = None
     """`BASTION_POLICY_KEY`: HMAC key; when set, policy bundles must be signed with it."""
+    memory_conflicts: str = ""
+    """`BASTION_MEMORY_CONFLICTS`: conflict policy per memory namespace prefix, as
+    `prefix=policy` pairs separated by commas; a prefix's labels are joined by `.` and a policy
+    is `cas`, `lww` or `escalate` (e.g. `customers=cas,orders.notes=escalate`). Namespaces
+    without one are last-writer-wins, with every overwrite reported."""
+    memory_sweep_s: float = 600.0
+    """`BASTION_MEMORY_SWEEP_S`: seconds between retention sweeps of a long-lived process
+    (promote, then purge what expired); 0 turns the sweeper off (`bastion memory purge` and
+    `promote` still work)."""
     audit_key: str | None = None
     """`BASTION_AUDIT_KEY`: HMAC key of the audit chain; when set, nobody without it can
     re-seal an altered log (without it, the chain proves integrity against a kept head)."""
@@ -56,6 +68,24 @@ class Settings(BaseModel):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value or None
+
+    @field_validator("memory_conflicts")
+    @classmethod
+    def _conflict_pairs(cls, value: str) -> str:
+        conflict_policies(value)
+        return value
+
+    @field_validator("memory_sweep_s")
+    @classmethod
+    def _sweep_interval(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be a number of seconds >= 0 (0 turns the sweeper off)")
+        return value
+
+    @property
+    def conflict_policies(self) -> dict[str | tuple[str, ...], ConflictPolicy]:
+        """`memory_conflicts` parsed: namespace prefix → policy."""
+        return conflict_policies(self.memory_conflicts)
 
     @field_validator("model")
     @classmethod
@@ -125,3 +155,23 @@ class Settings(BaseModel):
     def support_db_path(self) -> Path:
         """The support example's business database."""
         return self.home / "support.sqlite"
+
+
+def conflict_policies(text: str) -> dict[str | tuple[str, ...], ConflictPolicy]:
+    """Parse `customers=cas,orders.notes=escalate` into namespace prefix → policy.
+
+    Raises:
+        ValueError: a pair without `=`, a bad namespace label, or an unknown policy (named).
+    """
+    policies: dict[str | tuple[str, ...], ConflictPolicy] = {}
+    choices = ", ".join(policy.value for policy in ConflictPolicy)
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        prefix, sep, policy = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{pair!r} is not `prefix=policy`, e.g. `customers=cas` ({choices})")
+        try:
+            namespace = check_namespace(tuple(prefix.strip().split(".")))
+            policies[namespace] = ConflictPolicy(policy.strip())
+        except (MemoryContractError, ValueError) as error:
+            raise ValueError(f"{pair!r}: {error} (policies: {choices})") from None
+    return policies

@@ -145,6 +145,7 @@ class MemoryCore:
         staged: Sequence[Staged],
         *,
         reads: Mapping[Key, int] | None = None,
+        since: int | None = None,
         message: str = "",
     ) -> CommitResult:
         """Write `staged` as one commit, or nothing at all.
@@ -153,6 +154,8 @@ class MemoryCore:
             scope: who writes (tenant, author agent, run, decision).
             staged: the writes; a key may appear once.
             reads: versions the writer read (its expectation for keys without an explicit one).
+            since: log position the writer's view dates from; a key neither read nor given an
+                expected version that a later commit changed is a conflict. None: no check.
             message: why, kept on the commit.
 
         Returns:
@@ -163,7 +166,7 @@ class MemoryCore:
         tenant = scope.tenant
         for _ in range(self._max_attempts):
             head = self.catch_up(tenant)
-            attempt = self._prepare(scope, staged, reads or {}, head, message)
+            attempt = self._prepare(scope, staged, reads or {}, since, head, message)
             if isinstance(attempt, CommitResult):
                 return attempt
             commit, records, overwrote = attempt
@@ -183,6 +186,7 @@ class MemoryCore:
         scope: MemoryScope,
         staged: Sequence[Staged],
         reads: Mapping[Key, int],
+        since: int | None,
         head: LogEntry | None,
         message: str,
     ) -> tuple[Commit, list[MemoryRecord], tuple[Conflict, ...]] | CommitResult:
@@ -196,6 +200,8 @@ class MemoryCore:
             expected = write.expected_version
             if expected is None:
                 expected = reads.get((write.namespace, write.key))
+            if expected is None and since is not None and payload is not None:
+                expected = self._version_at(scope.tenant, write, payload, since)
             if expected is not None and expected != version:
                 policy = ConflictPolicy.CAS if write.strict else self.policy_for(write.namespace)
                 conflict = Conflict(
@@ -237,6 +243,20 @@ class MemoryCore:
             ),
         )
         return commit, records, tuple(overwrote)
+
+    def _version_at(
+        self, tenant: str, write: Staged, payload: Mapping[str, Any], since: int
+    ) -> int | None:
+        """For a blind write: the key's version at log position `since` when a later commit
+        changed it (its writer never saw that change), else None (nothing to check)."""
+        written_at = self.log.locate(tenant, str(payload["commit"]))
+        if written_at is None or written_at <= since:
+            return None
+        for entry in self.log.entries(tenant, after=since, upto=written_at):
+            for change in self.load_commit(tenant, entry.commit_id).changes:
+                if (change.namespace, change.key) == (write.namespace, write.key):
+                    return change.previous_version
+        return None
 
     def _next_version(
         self,
@@ -291,6 +311,9 @@ class MemoryCore:
         return CommitResult(status="escalated", conflicts=tuple(filed))
 
     def _file_conflict(self, scope: MemoryScope, conflict: Conflict, write: Staged) -> None:
+        # The refused value lives no longer than its retention class would have let it.
+        ttl_s = self.retention_class(write.tags.retention).ttl_s if write.tags else None
+        now = self.clock()
         self.long.put(
             ns_of(scope.tenant, "conflicts"),
             str(conflict.conflict_id),
@@ -305,7 +328,8 @@ class MemoryCore:
                 "tags": tags_payload(write.tags) if write.tags else None,
                 "filed_by": scope.agent,
                 "run_id": scope.run_id,
-                "filed_at": self.clock(),
+                "filed_at": now,
+                "expires_at": now + ttl_s if ttl_s is not None else None,
                 "status": "open",
             },
             index=False,

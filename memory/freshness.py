@@ -75,11 +75,16 @@ class SourceMonitor:
         return None
 
     def observe(self, store: BaseStore, tenant: str, source: str, value: Any, *, by: str) -> None:
-        """Record a write from `source`; disable the source if its shape drifted."""
+        """Record a write from `source`; disable the source if its shape drifted, and keep it
+        disabled if it had gone silent (the silence is stored, not only computed on reads)."""
         now = self._clock()
         status = self._load(store, tenant, source)
         fields = tuple(sorted(value)) if isinstance(value, Mapping) else ()
         rule = self.rule_for(source)
+        if status is not None:
+            # A feed that went silent stays disabled when it speaks again: only a person
+            # (`set_enabled`) decides its data can be trusted once more.
+            status = self._silenced(status, now)
         if status is None:
             status = SourceStatus(
                 source=source, enabled=True, reason="first write", changed_by=by,

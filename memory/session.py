@@ -29,7 +29,9 @@ class MemorySession:
     block without an error) writes them as one commit. An error in the block writes nothing.
 
     A key read in the session and then written is compare-and-set against the version read,
-    so two agents that read the same fact and both change it never silently lose an update.
+    and a key written without a read against memory as the session opened: a commit by
+    someone else since is a conflict the namespace's policy settles (reported under `lww`), so
+    two agents that change the same fact never silently lose an update.
     """
 
     def __init__(self, memory: MemoryCore, scope: MemoryScope, message: str = "") -> None:
@@ -39,6 +41,8 @@ class MemorySession:
         self.result: CommitResult | None = None
         """Result of the last commit."""
         self._versions: dict[Key, int] = {}
+        head = memory.log.head(scope.tenant)
+        self._base = head.seq if head else 0  # what a blind write builds on
         self._staged: dict[Key, Staged] = {}
 
     def __enter__(self) -> MemorySession:
@@ -142,9 +146,10 @@ class MemorySession:
         """Write the staged changes as one commit (nothing on a conflict); clears the stage."""
         staged, self._staged = list(self._staged.values()), {}
         self.result = self.memory.commit(
-            self.scope, staged, reads=self._versions, message=self.message
+            self.scope, staged, reads=self._versions, since=self._base, message=self.message
         )
         if self.result.commit is not None:
+            self._base = self.result.commit.seq
             for change in self.result.commit.changes:
                 self._versions[(change.namespace, change.key)] = change.version
         return self.result

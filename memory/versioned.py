@@ -131,12 +131,12 @@ class VersionedMemory(MemoryCore):
         return self.commit(scope, staged, message="promote short-term records to long-term")
 
     def purge(self) -> int:
-        """Delete every expired record and version from the stores; returns how many records
-        (current versions) went. Commits keep their metadata, never values."""
+        """Delete every expired record, version and filed conflict from the stores; returns
+        how many records (current versions) went. Commits keep their metadata, never values."""
         now, purged = self.clock(), 0
         for tenant in self.log.tenants():
             for store in self.stores():
-                for area in ("memory", "history"):
+                for area in ("memory", "history", "conflicts"):
                     for item in all_items(store, ns_of(tenant, area)):
                         expires = item.value.get("expires_at")
                         if expires is None or expires > now:
@@ -168,7 +168,7 @@ class VersionedMemory(MemoryCore):
 
     def history(self, scope: MemoryScope, namespace: Sequence[str], key: str) -> list[MemoryRecord]:
         """Every accepted version of a record, oldest first (tombstones included), that this
-        scope's purposes and clearance allow."""
+        scope's purposes and clearance allow; versions past their retention are gone."""
         return [r for r in self._versions(scope.tenant, namespace, key) if self._may_see(scope, r)]
 
     def as_of(self, scope: MemoryScope, commit_id: str) -> MemorySnapshot:
@@ -234,7 +234,12 @@ class VersionedMemory(MemoryCore):
     def open_conflicts(self, scope: MemoryScope) -> list[Conflict]:
         """Escalated conflicts of the tenant awaiting a person."""
         items = all_items(self.long, ns_of(scope.tenant, "conflicts"), status="open")
-        return [_conflict_from(item.key, item.value) for item in items]
+        now = self.clock()
+        return [
+            _conflict_from(item.key, item.value)
+            for item in items
+            if (item.value.get("expires_at") or now + 1) > now  # expired: the value is gone
+        ]
 
     def settle(
         self, scope: MemoryScope, conflict_id: str, *, keep: Literal["mine", "theirs"], reason: str
@@ -243,8 +248,14 @@ class VersionedMemory(MemoryCore):
         (if nothing changed since), `theirs` keeps the current one. Who and why are kept."""
         space = ns_of(scope.tenant, "conflicts")
         item = self.long.get(space, conflict_id)
+        expires = item.value.get("expires_at") if item is not None else None
         if item is None or item.value.get("status") != "open":
             raise MemoryContractError(f"no open memory conflict {conflict_id!r}")
+        if expires is not None and expires <= self.clock():
+            raise MemoryContractError(
+                f"memory conflict {conflict_id!r} expired with its value's retention; "
+                "nothing is left to settle"
+            )
         filed = item.value
         result = CommitResult(status="empty")
         if keep == "mine":
@@ -270,11 +281,13 @@ class VersionedMemory(MemoryCore):
         namespace = check_namespace(tuple(namespace))
         check_key(key)
         space = ns_of(tenant, "history", namespace)
-        records = []
+        records, now = [], self.clock()
         for store in self.stores():
             for item in all_items(store, space, key=key):
                 if tuple(item.namespace) == space and item.value.get("key") == key:
                     record = record_from(namespace, item.value)
+                    if record.expires_at is not None and record.expires_at <= now:
+                        continue  # past retention: gone from history as from reads
                     if self.log.locate(tenant, record.commit_id) is not None:
                         records.append(record)
         return sorted(records, key=lambda record: record.version)
@@ -288,8 +301,8 @@ class VersionedMemory(MemoryCore):
             if record.version == version:
                 return record
         raise MemoryContractError(
-            f"version {version} of {key!r} in {namespace!r} was purged by retention; "
-            "it cannot be restored"
+            f"version {version} of {key!r} in {namespace!r} is past its retention (expired "
+            "or purged); it cannot be restored"
         )
 
     def _may_see(self, scope: MemoryScope, record: MemoryRecord) -> bool:

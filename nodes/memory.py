@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 from langchain_core.messages import SystemMessage
 
-from memory import MemoryRead, MemoryScope, MemorySession, Sensitivity, VersionedMemory
+from memory import (
+    MemoryContractError,
+    MemoryRead,
+    MemoryScope,
+    MemorySession,
+    Sensitivity,
+    VersionedMemory,
+)
 from nodes.state import MemoryReadRecord, RunState
 from tools import ToolContext
 
@@ -65,10 +72,17 @@ def run_scope(
     intake set from the run context; never from model output or tool arguments.
 
     Raises:
-        MemoryContractError: the run's tenant is not a valid memory tenant.
+        MemoryContractError: the run has no tenant (intake has not run) or an invalid one.
     """
+    tenant = state.get("tenant")
+    if not tenant:
+        # Never guess a tenant: a default one would pool every tenant-less run's memory.
+        raise MemoryContractError(
+            f"agent {agent!r} touched memory in a run without a tenant; intake sets it from "
+            "the run context (`context={'tenant': ...}`), so route runs through intake"
+        )
     return MemoryScope(
-        tenant=state.get("tenant", "default"),
+        tenant=tenant,
         agent=agent,
         purposes=purposes,
         clearance=clearance,

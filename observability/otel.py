@@ -168,7 +168,15 @@ def _node_attributes(event: TraceEvent, agent_step: bool) -> dict[str, Any]:
         attributes["bastion.confidence"] = float(event["confidence"])
     if event["escalation"]:
         attributes["bastion.escalated"] = True
+    if event["memory_reads"]:  # the memory records this step's decisions rested on
+        attributes["bastion.memory_reads"] = [_memory_read(read) for read in event["memory_reads"]]
     return attributes
+
+
+def _memory_read(read: dict[str, Any]) -> str:
+    """`namespace/key@vN (commit)`, one string per record read (OTel has no nested values)."""
+    namespace = "/".join(str(label) for label in read.get("namespace") or ())
+    return f"{namespace}/{read.get('key')}@v{read.get('version')} ({read.get('commit_id')})"
 
 
 def _tool_attributes(event: TraceEvent, call: dict[str, Any]) -> dict[str, Any]:

@@ -29,10 +29,17 @@ from graphs.support import (
 from graphs.support.preferences import customer_namespace, make_preference_tool
 from guards import PolicyRequest, PythonRulesEngine
 from guards.policy import RuleResult, deny, rule
-from memory import MemoryScope, VersionedMemory, in_memory
+from memory import (
+    CommitResult,
+    MemoryContractError,
+    MemoryScope,
+    MemorySession,
+    VersionedMemory,
+    in_memory,
+)
 from memory.checkpoints import CommitStampingSaver
-from nodes import AgentSpec, RunContext, ScriptedChatModel
-from tools import ExecutionGateway, ToolInvocation, ToolRegistry
+from nodes import AgentSpec, RunContext, ScriptedChatModel, run_scope
+from tools import ExecutionGateway, ToolContext, ToolInvocation, ToolRegistry
 from tools.undo import undo_run
 
 TENANT = "acme"
@@ -242,7 +249,8 @@ def test_shadow_mode_writes_no_memory(desk: Desk) -> None:
     ]
     assert simulated == [
         {"customer": "alice@example.com", "topic": "preferred_name", "preference": "Ally",
-         "memory_commit": "", "version": 0, "unchanged": False, "simulated": True}
+         "memory_commit": "", "version": 0, "unchanged": False, "simulated": True,
+         "overwrote": ""}
     ]  # fmt: skip
 
 
@@ -328,3 +336,44 @@ def test_the_stamping_saver_delegates_to_the_saver_it_wraps() -> None:
     assert wrapped.storage is inner.storage, "attributes it lacks come from the inner saver"
     assert wrapped.with_allowlist([]) is wrapped
     assert wrapped.config_specs == inner.config_specs
+
+
+class _OvertakenMemory(VersionedMemory):
+    """Real memory in which another agent commits the same preference between the tool's
+    read and its commit (the interleaving a concurrent ticket would produce)."""
+
+    def session(self, scope: MemoryScope, message: str = "") -> MemorySession:
+        memory = self
+
+        class Overtaken(MemorySession):
+            def commit(self) -> CommitResult:
+                other = replace(self.scope, agent="billing", decision_id="other-call")
+                for staged in self.staged:
+                    assert staged.tags is not None
+                    memory.commit(other, [replace(staged, value={"text": "Alicia"})])
+                return super().commit()
+
+        return Overtaken(self, scope, message)
+
+
+def test_a_preference_overwritten_concurrently_says_what_it_replaced() -> None:
+    base = in_memory()
+    memory = _OvertakenMemory(short=base.short, long=base.long, log=base.log)
+    tool = make_preference_tool(memory)
+    args = tool.input_model.model_validate(
+        {"customer": "alice@example.com", "topic": "preferred_name", "preference": "Ally"}
+    )
+    ctx = ToolContext(tenant=TENANT, thread_id="t", run_id="r", agent="triage", call_id="c1",
+                      idempotency_key="k1")  # fmt: skip
+    receipt = tool.run(args, ctx)
+    assert receipt.memory_commit and receipt.version == 2
+    assert receipt.overwrote == "version 1 by billing, written after this call read version 0"
+    history = memory.history(scope(), customer_namespace("alice@example.com"), "preferred_name")
+    assert [(r.author, r.value["text"]) for r in history] == [  # type: ignore[index]
+        ("billing", "Alicia"), ("triage", "preferred_name: Ally"),
+    ]  # both versions kept, and the overwrite is in the receipt the agent reads  # fmt: skip
+
+
+def test_memory_outside_a_tenanted_run_is_refused() -> None:
+    with pytest.raises(MemoryContractError, match="without a tenant"):
+        run_scope({}, agent="triage", purposes=frozenset({"support"}))  # type: ignore[typeddict-item]

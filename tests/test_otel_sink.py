@@ -157,7 +157,8 @@ def test_decisions_and_errors_are_on_the_span(
         {"decision_id": "d-1", "call_id": "c1", "kind": "deny", "decided_by": "guard"},
         {"decision_id": "d-2", "call_id": "c2", "kind": "escalate", "decided_by": "guard"},
     ]
-    guard = event("guard", 3, verdicts=verdicts, agent="billing")
+    read = {"namespace": ["customers", "alice"], "key": "tone", "version": 2, "commit_id": "c9"}
+    guard = event("guard", 3, verdicts=verdicts, agent="billing", memory_reads=[read])
     broken = event("approval", 4, status="error", error="KeyError: 'decision'")
     OTelTraceSink(provider).write([guard, broken])
     spans = by_name(exporter)
@@ -165,7 +166,9 @@ def test_decisions_and_errors_are_on_the_span(
     assert attributes["bastion.decision_ids"] == ("d-1", "d-2")
     assert attributes["bastion.verdict_kinds"] == ("deny", "escalate")
     assert attributes["bastion.agent"] == "billing"
+    assert attributes["bastion.memory_reads"] == ("customers/alice/tone@v2 (c9)",)
     assert "gen_ai.usage.input_tokens" not in attributes  # no model was called
+    assert "bastion.memory_reads" not in (spans["approval"].attributes or {})
     failed = spans["approval"]
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "KeyError: 'decision'"

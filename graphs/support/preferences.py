@@ -151,6 +151,12 @@ def make_preference_tool(memory: VersionedMemory) -> ToolSpec:
                 code="conflict",
                 retryable=True,
             )
-        return _receipt(value, result.commit.id, result.commit.changes[0].version)
+        receipt = _receipt(value, result.commit.id, result.commit.changes[0].version)
+        overwrote = "; ".join(
+            f"version {c.actual_version} by {c.actual_author}, written after this call read "
+            f"version {c.expected_version}"
+            for c in result.conflicts
+        )
+        return receipt.model_copy(update={"overwrote": overwrote}) if overwrote else receipt
 
     return remember_preference

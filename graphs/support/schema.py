@@ -148,3 +148,8 @@ class PreferenceReceipt(BaseModel):
     version: int = Field(ge=0, description="Version of the record; 0 when simulated.")
     unchanged: bool = False
     simulated: bool = False
+    overwrote: str = Field(
+        default="",
+        description="When another writer changed the preference while this one was being "
+        "written and last-writer-wins settled it: what was replaced (never silent).",
+    )

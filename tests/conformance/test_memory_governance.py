@@ -214,6 +214,44 @@ def test_expired_records_leave_reads_and_purge_removes_them(
     assert memory.get(ACME, CTX, "turn").version == 2  # type: ignore[union-attr]
 
 
+def test_expired_versions_leave_history_as_of_and_diff(
+    memory_factory: MemoryFactory,  # noqa: F811
+) -> None:
+    memory, clock = memory_factory(), memory_factory.clock
+    first = put(memory, ACME, "turn", {"text": "call notes"}, retention="turn", namespace=CTX)
+    second = put(memory, ACME, "turn", {"text": "more notes"}, retention="turn", namespace=CTX)
+    kept = put(memory, ACME, "keep", {"text": "prefers email"})
+    assert first.commit is not None and second.commit is not None and kept.commit is not None
+    assert len(memory.history(ACME, CTX, "turn")) == 2
+    assert memory.as_of(ACME, first.commit.id).get(CTX, "turn") is not None
+    clock.advance(3601)  # `turn` keeps records for an hour
+    assert memory.history(ACME, CTX, "turn") == []
+    assert memory.as_of(ACME, first.commit.id).get(CTX, "turn") is None
+    assert [e.key for e in memory.diff(ACME, None, kept.commit.id).entries] == ["keep"]
+    with pytest.raises(MemoryContractError, match="past its retention"):
+        memory.revert(ACME, second.commit.id, reason="bring the first notes back")
+
+
+def test_an_escalated_conflict_expires_with_its_value(
+    memory_factory: MemoryFactory,  # noqa: F811
+) -> None:
+    memory, clock = memory_factory(conflicts={"ctx": "escalate"}), memory_factory.clock
+    put(memory, ACME, "turn", {"text": "v1"}, retention="session", namespace=CTX)
+    cycle = memory.session(ACME)
+    assert cycle.get(CTX, "turn") is not None
+    put(memory, ACME, "turn", {"text": "theirs"}, retention="session", namespace=CTX)
+    cycle.remember(CTX, "turn", {"text": "mine"}, purpose="support", retention="session",
+                   sensitivity="internal")  # fmt: skip
+    (conflict,) = cycle.commit().conflicts
+    assert [c.conflict_id for c in memory.open_conflicts(ACME)] == [conflict.conflict_id]
+    clock.advance(DAY + 1)  # the refused value's `session` retention has run out
+    assert memory.open_conflicts(ACME) == []
+    with pytest.raises(MemoryContractError, match="expired"):
+        memory.settle(scope(agent="human:ana"), str(conflict.conflict_id), keep="mine", reason="x")
+    memory.purge()
+    assert all_items(memory.long, ns_of("acme", "conflicts")) == []
+
+
 def test_consolidate_promotes_candidates_to_the_long_term_tier(
     memory_factory: MemoryFactory,  # noqa: F811
 ) -> None:
@@ -287,6 +325,10 @@ def test_a_silent_source_is_disabled_until_a_person_enables_it(
     (feed,) = [s for s in memory.sources(ACME) if s.source == "feed"]
     assert not feed.enabled and "silent" in feed.reason
     assert feed.changed_by == "freshness-monitor"
+    assert memory.get(ACME, PREFS, "price") is None and keys(memory, ACME) == {"tone"}
+    put(memory, ACME, "price", {"text": "price list, resent"}, source="feed")  # it speaks again
+    (feed,) = [s for s in memory.sources(ACME) if s.source == "feed"]
+    assert not feed.enabled and "silent" in feed.reason  # ...but only a person re-enables it
     assert memory.get(ACME, PREFS, "price") is None and keys(memory, ACME) == {"tone"}
     person = scope(agent="human:ana")
     status = memory.set_source(person, "feed", enabled=True, reason="feed restored")

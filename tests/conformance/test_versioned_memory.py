@@ -428,6 +428,35 @@ def test_escalate_settled_as_theirs_keeps_the_current_value(
     assert memory.open_conflicts(ACME) == []
 
 
+def blind_session_writes(memory: VersionedMemory) -> tuple[CommitResult, CommitResult]:
+    """Two agents stage the same key without reading it; ACME commits first, then OTHER."""
+    put(memory, ACME, "k", {"text": "v1"})
+    mine, theirs = memory.session(ACME), memory.session(OTHER)
+    for cycle, text in ((mine, "mine"), (theirs, "theirs")):
+        cycle.remember(PREFS, "k", {"text": text}, purpose="support", retention="permanent",
+                       sensitivity="internal")  # fmt: skip
+    return mine.commit(), theirs.commit()
+
+
+@pytest.mark.parametrize(
+    ("policy", "status"), [("cas", "conflict"), ("escalate", "escalated"), ("lww", "committed")]
+)
+def test_a_blind_write_overtaken_before_its_commit_is_a_conflict(
+    memory_factory: MemoryFactory,  # noqa: F811
+    policy: str,
+    status: str,
+) -> None:
+    memory = memory_factory(conflicts={"crm": policy})
+    first, second = blind_session_writes(memory)
+    assert first.status == "committed" and first.conflicts == ()
+    assert second.status == status
+    (conflict,) = second.conflicts
+    assert (conflict.expected_version, conflict.actual_version) == (1, 2)
+    assert (conflict.actual_author, conflict.policy) == ("triage", policy)
+    expected = ["v1", "mine", "theirs"] if policy == "lww" else ["v1", "mine"]
+    assert texts(memory, ACME, "k") == expected  # an update is refused or reported, never lost
+
+
 def test_explicit_expected_version_is_compare_and_set(
     memory_factory: MemoryFactory,  # noqa: F811
 ) -> None:
@@ -647,7 +676,7 @@ def half_commit(memory: VersionedMemory, text: str, *, append: bool) -> Commit:
                      tags=ACME.tags(purpose="support", retention="permanent",
                                     sensitivity="internal", source="crm"))]  # fmt: skip
     head = memory.catch_up("acme")
-    commit, records, _ = memory._prepare(ACME, staged, {}, head, "crash")  # type: ignore[misc]
+    commit, records, _ = memory._prepare(ACME, staged, {}, None, head, "crash")  # type: ignore[misc]
     memory.projector.write_pending("acme", commit, records)
     if append:
         assert memory.log.append("acme", commit.seq, commit.id)
