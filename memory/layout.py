@@ -3,7 +3,7 @@
 Every namespace starts with the tenant, so any store that partitions by the first label
 (Weaviate tenants, the embedded index) walls tenants apart as well:
 
-- `(tenant, "memory", *ns)` / key: the current version (what `runtime.store` sees; embedded).
+- `(tenant, "memory", *ns)` / key: the current version (the one searched; embedded).
 - `(tenant, "history", *ns)` / `key@commit`: every version, immutable, not embedded.
 - `(tenant, "tombs", *ns)` / key: the version counter of a deleted key.
 - `(tenant, "commits")` / commit id: commit metadata (no values, so retention can purge them).
