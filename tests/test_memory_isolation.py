@@ -23,9 +23,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+import nodes
 from memory import CommitResult, MemoryContractError, MemoryRecord, MemoryScope, VersionedMemory
 from memory.factory import in_memory, open_memory
 from memory.layout import all_items
+from tools import ToolContext
 
 # Tenants that are prefixes and case variants of each other: a wall keyed on text prefixes or
 # case-folded matching would let them see (or overwrite) one another.
@@ -76,11 +78,13 @@ def must_be_refused(namespace: Sequence[str], key: str) -> bool:
 
 
 def tool_scope(run_context: Mapping[str, str]) -> MemoryScope:
-    """How a tool builds its scope: from the run context only, never from its arguments."""
-    return MemoryScope(
-        tenant=run_context["tenant"], agent=run_context["agent"], purposes=frozenset({PURPOSE}),
-        clearance="restricted", run_id=run_context["run_id"],
+    """How a tool builds its scope (`nodes.tool_scope`, as the support memory tool does): from
+    the gateway's context only, never from its arguments."""
+    ctx = ToolContext(
+        tenant=run_context["tenant"], thread_id="thread-1", run_id=run_context["run_id"],
+        agent=run_context["agent"], call_id="call-1", idempotency_key="key-1",
     )  # fmt: skip
+    return nodes.tool_scope(ctx, purposes=frozenset({PURPOSE}), clearance="restricted")
 
 
 def run_context(tenant: str) -> dict[str, str]:
