@@ -16,8 +16,7 @@ from guards.killswitch import InMemoryKillSwitch
 from guards.redis_budget import RedisBudgetLedger
 from guards.redis_killswitch import RedisKillSwitch
 from guards.sqlite_killswitch import SqliteKillSwitch
-from memory import VersionedMemory, in_memory, open_memory
-from memory.retention import RetentionSweeper
+from memory import RetentionSweeper, VersionedMemory, in_memory, open_memory
 from nodes import encode_step
 from observability import (
     AuditLog,

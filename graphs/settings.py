@@ -122,6 +122,16 @@ class Settings(BaseModel):
         return self.home / "checkpoints.sqlite"
 
     @property
+    def server_checkpoint_path(self) -> Path:
+        """SQLite checkpoint file of the LangGraph server (`langgraph.json` `checkpointer`).
+
+        Not `checkpoint_path`: the server keeps its own registry of threads and runs, and the
+        CLI's run control (`bastion approvals`, `bastion console`) finds interrupted threads by
+        scanning its checkpointer; sharing a file, it would resume the server's threads behind
+        the server's back."""
+        return self.home / "server-checkpoints.sqlite"
+
+    @property
     def kill_switch_path(self) -> Path:
         """SQLite kill switch shared by processes on this machine (embedded default)."""
         return self.home / "kills.sqlite"

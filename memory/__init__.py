@@ -5,6 +5,7 @@ from memory.checkpoints import (
     MEMORY_COMMITS,
     CheckpointerConfigError,
     CommitStampingSaver,
+    open_async_checkpointer,
     open_checkpointer,
 )
 from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
@@ -37,6 +38,7 @@ from memory.records import (
 )
 from memory.redis_commitlog import RedisCommitLog
 from memory.redis_store import RedisMemoryStore
+from memory.retention import RetentionSweeper, SweepReport, sweep
 from memory.session import MemorySession
 from memory.versioned import MemorySnapshot, VersionedMemory
 
@@ -72,15 +74,19 @@ __all__ = [
     "Recalled",
     "RedisCommitLog",
     "RedisMemoryStore",
+    "RetentionSweeper",
     "RetentionClass",
     "Sensitivity",
     "SourceMonitor",
     "SourceStatus",
     "SqliteCommitLog",
+    "SweepReport",
     "VersionedMemory",
     "embedder_from_name",
     "embedding_dims",
     "in_memory",
+    "open_async_checkpointer",
     "open_checkpointer",
     "open_memory",
+    "sweep",
 ]

@@ -1,11 +1,11 @@
-"""Checkpointer factory (SQLite on disk by default, Redis when a URL is configured) whose
-savers stamp the memory commits a step made into that step's checkpoint metadata."""
+"""Checkpointer factories, sync and async (SQLite on disk by default, Redis when configured),
+whose savers stamp the memory commits a step made into that step's checkpoint metadata."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,12 @@ __all__ = [
     "MEMORY_COMMITS",
     "CheckpointerConfigError",
     "CommitStampingSaver",
+    "open_async_checkpointer",
     "open_checkpointer",
 ]
 
+MEMORY_COMMITS_STEP = "memory_commits_step"
+"""State channel holding the superstep that wrote `memory_commits`."""
 MEMORY_COMMITS = "memory_commits"
 """State channel holding the commits of the latest step that wrote memory, and the checkpoint
 metadata key those commits are stamped under."""
@@ -54,6 +57,35 @@ def open_checkpointer(
             yield CommitStampingSaver(saver)
     elif sqlite_path is not None:
         with _sqlite_saver(sqlite_path) as saver:
+            yield CommitStampingSaver(saver)
+    else:
+        raise CheckpointerConfigError(
+            "no checkpointer configured: pass sqlite_path= (embedded) or redis_url= (production)"
+        )
+
+
+@asynccontextmanager
+async def open_async_checkpointer(
+    *, sqlite_path: Path | None = None, redis_url: str | None = None
+) -> AsyncIterator[BaseCheckpointSaver]:
+    """`open_checkpointer` for an event loop (the LangGraph server's): an `AsyncSqliteSaver`
+    or an `AsyncRedisSaver`, wrapped in a `CommitStampingSaver`, closed on exit.
+
+    Enter it in the event loop that will use it: both savers bind their connection to it.
+
+    Args:
+        sqlite_path: file for the embedded `AsyncSqliteSaver` (its folder is created).
+        redis_url: when given, an `AsyncRedisSaver` (needs Redis with the JSON and search
+            modules).
+
+    Raises:
+        CheckpointerConfigError: neither is given, or the Redis server cannot be used.
+    """
+    if redis_url:
+        async with _async_redis_saver(redis_url) as saver:
+            yield CommitStampingSaver(saver)
+    elif sqlite_path is not None:
+        async with _async_sqlite_saver(sqlite_path) as saver:
             yield CommitStampingSaver(saver)
     else:
         raise CheckpointerConfigError(
@@ -114,6 +146,9 @@ class CommitStampingSaver(BaseCheckpointSaver[Any]):
         return await self.inner.aput(config, checkpoint, stamped, new_versions)
 
     # -- everything else, delegated ------------------------------------------------------------
+    # Not `copy_thread` / `delete_for_runs` (and their async twins): no saver we wrap has them,
+    # and callers that probe for them by type (the LangGraph server) then use their portable
+    # fallback, which copies through `aput` and so keeps the stamps.
 
     def get(self, config: RunnableConfig) -> Checkpoint | None:
         return self.inner.get(config)
@@ -142,12 +177,6 @@ class CommitStampingSaver(BaseCheckpointSaver[Any]):
 
     def delete_thread(self, thread_id: str) -> None:
         self.inner.delete_thread(thread_id)
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self.inner.delete_for_runs(run_ids)
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.inner.copy_thread(source_thread_id, target_thread_id)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self.inner.prune(thread_ids, strategy=strategy)
@@ -180,12 +209,6 @@ class CommitStampingSaver(BaseCheckpointSaver[Any]):
     async def adelete_thread(self, thread_id: str) -> None:
         await self.inner.adelete_thread(thread_id)
 
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self.inner.adelete_for_runs(run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self.inner.acopy_thread(source_thread_id, target_thread_id)
-
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self.inner.aprune(thread_ids, strategy=strategy)
 
@@ -213,11 +236,15 @@ class CommitStampingSaver(BaseCheckpointSaver[Any]):
 def _stamped(
     checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
 ) -> CheckpointMetadata:
-    """`metadata` plus the step's memory commits, when the step wrote some."""
-    if MEMORY_COMMITS not in new_versions:
+    """`metadata` plus the step's memory commits, when the step wrote some.
+
+    A copy of a thread re-puts every checkpoint with all its channels as new and its metadata
+    as stored, so a checkpoint is stamped only when its own step wrote the commits."""
+    if MEMORY_COMMITS not in new_versions or MEMORY_COMMITS in metadata:
         return metadata
-    commits = checkpoint["channel_values"].get(MEMORY_COMMITS)
-    if not commits:
+    values = checkpoint["channel_values"]
+    commits = values.get(MEMORY_COMMITS)
+    if not commits or values.get(MEMORY_COMMITS_STEP, metadata.get("step")) != metadata.get("step"):
         return metadata
     stamped: dict[str, Any] = {**metadata, MEMORY_COMMITS: [str(c) for c in commits]}
     return stamped  # type: ignore[return-value]
@@ -249,18 +276,61 @@ def _redis_saver(url: str) -> Iterator[BaseCheckpointSaver]:
         saver.setup()
     except (redis.exceptions.ConnectionError, OSError) as error:
         client.close()
-        raise CheckpointerConfigError(
-            f"cannot reach Redis at {safe_url(url)} for checkpoints ({error}). Start Redis 8 "
-            "with the JSON and search modules, or unset BASTION_REDIS_URL to use the embedded "
-            "SQLite store."
-        ) from error
+        raise _unreachable(url, error) from error
     except redis.exceptions.ResponseError as error:
         client.close()
-        raise CheckpointerConfigError(
-            f"Redis at {safe_url(url)} cannot hold checkpoints ({error}). It needs the RedisJSON "
-            "and RediSearch modules (Redis 8 or Redis Stack)."
-        ) from error
+        raise _unfit(url, error) from error
     try:
         yield saver
     finally:
         client.close()
+
+
+@asynccontextmanager
+async def _async_sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(path) as conn:
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()  # creates the tables and turns WAL on now, not on first use
+        yield saver
+
+
+@asynccontextmanager
+async def _async_redis_saver(url: str) -> AsyncIterator[BaseCheckpointSaver]:
+    import redis
+    from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+    from redis.asyncio import Redis as AsyncRedis
+
+    client = AsyncRedis.from_url(url)
+    try:
+        await client.ping()
+        saver = AsyncRedisSaver(redis_client=client)
+        await saver.asetup()
+    except (redis.exceptions.ConnectionError, OSError) as error:
+        await client.aclose()
+        raise _unreachable(url, error) from error
+    except redis.exceptions.ResponseError as error:
+        await client.aclose()
+        raise _unfit(url, error) from error
+    try:
+        yield saver
+    finally:
+        await client.aclose()
+
+
+def _unreachable(url: str, error: Exception) -> CheckpointerConfigError:
+    return CheckpointerConfigError(
+        f"cannot reach Redis at {safe_url(url)} for checkpoints ({error}). Start Redis 8 "
+        "with the JSON and search modules, or unset BASTION_REDIS_URL to use the embedded "
+        "SQLite store."
+    )
+
+
+def _unfit(url: str, error: Exception) -> CheckpointerConfigError:
+    return CheckpointerConfigError(
+        f"Redis at {safe_url(url)} cannot hold checkpoints ({error}). It needs the RedisJSON "
+        "and RediSearch modules (Redis 8 or Redis Stack)."
+    )

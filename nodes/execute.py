@@ -188,6 +188,7 @@ def make_execute_node(
             update["progress_step"] = usage["steps"]
         if commits:
             update["memory_commits"] = commits
+            update["memory_commits_step"] = (config.get("metadata") or {}).get("langgraph_step")
         return update
 
     return execute

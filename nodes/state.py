@@ -207,3 +207,6 @@ class RunState(TypedDict, total=False):
     """Memory commits of the latest step whose tools wrote memory. Written only by such a
     step, so the checkpointer stamps them into that step's checkpoint metadata
     (`memory.checkpoints.CommitStampingSaver`)."""
+    memory_commits_step: int
+    """The superstep that wrote `memory_commits`: only the checkpoint of that step is stamped,
+    even when a thread copy re-puts every checkpoint with all channels as new."""

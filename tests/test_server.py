@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph_sdk.client import SyncLangGraphClient
 from served import Server, start_server
 
+from graphs.settings import Settings
 from graphs.support import format_ticket
-from memory import MemoryScope, open_memory
+from memory import MEMORY_COMMITS, MemoryScope, open_checkpointer, open_memory
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 ASSISTANT = "support"
+SERVER_CHECKPOINTS_FILE = Settings().server_checkpoint_path.name
 TENANT = "acme"
 LARGE_REFUND = format_ticket(
     "carla@example.com",
     "Desk",
     "The standing desk (ORD-1003) is wobbly and unusable. I want a full refund of $640.",
 )
+ALICE = ("customers", "alice@example:com")
+MEMORY_SCOPE = MemoryScope(tenant=TENANT, agent="human:test", purposes=frozenset({"support"}))
 
 
 @pytest.fixture(scope="module")
@@ -172,20 +179,120 @@ def test_the_server_store_searches_with_bastion_embeddings(server: Server) -> No
     assert hits[0]["score"] > hits[1]["score"]
 
 
-def test_a_served_run_remembers_the_customer_in_bastion_memory(server: Server) -> None:
-    """A run over HTTP writes versioned memory in the served process's BASTION_HOME."""
-    client = server.client()
+@dataclass(frozen=True, kw_only=True)
+class Remembered:
+    """A served run that wrote Bastion memory."""
+
+    thread_id: str
+    """Its thread on the server."""
+    run_id: str
+    """The server's id of the run."""
+
+
+def _remember(client: SyncLangGraphClient) -> Remembered:
+    """Run a ticket from which the support graph learns alice's preferred name."""
     ticket = format_ticket(
         "alice@example.com", "Hello", "Where is ORD-1001? P.S. Please call me Ally."
     )
     thread_id = client.threads.create()["thread_id"]
-    client.runs.wait(
+    run = client.runs.create(
         thread_id, ASSISTANT, input={"messages": [{"role": "user", "content": ticket}]},
         context={"tenant": TENANT},
     )  # fmt: skip
-    scope = MemoryScope(tenant=TENANT, agent="human:test", purposes=frozenset({"support"}))
+    client.runs.join(thread_id, run["run_id"])
+    assert client.runs.get(thread_id, run["run_id"])["status"] == "success"
+    return Remembered(thread_id=thread_id, run_id=run["run_id"])
+
+
+def _stamped_commit(client: SyncLangGraphClient, remembered: Remembered) -> str:
+    """The one memory commit stamped in the thread's history, on the step that wrote it."""
+    history = client.threads.get_history(remembered.thread_id, limit=100)
+    stamped = [cp for cp in history if MEMORY_COMMITS in (cp["metadata"] or {})]
+    assert len(stamped) == 1, [cp["metadata"] for cp in history]
+    metadata = stamped[0]["metadata"] or {}
+    assert metadata["run_id"] == remembered.run_id
+    assert stamped[0]["next"] == ["agent_triage"], "the step after the guard ran the write"
+    [commit_id] = metadata[MEMORY_COMMITS]
+    return str(commit_id)
+
+
+def _stamps_in(saver: BaseCheckpointSaver, thread_id: str) -> list[list[str]]:
+    """The memory commits stamped in a thread's checkpoints, read from the saver directly."""
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    metadata: list[dict[str, Any]] = [dict(cp.metadata) for cp in saver.list(config)]
+    return [m[MEMORY_COMMITS] for m in metadata if MEMORY_COMMITS in m]
+
+
+@pytest.fixture(scope="module")
+def remembered(server: Server) -> Remembered:
+    """One served run that wrote Bastion memory."""
+    return _remember(server.client())
+
+
+def test_a_served_run_remembers_the_customer_in_bastion_memory(
+    server: Server, remembered: Remembered
+) -> None:
+    """A run over HTTP writes versioned memory in the served process's BASTION_HOME."""
     with open_memory(home=server.home / "memory") as memory:
-        hits = memory.recall(scope, namespace=("customers", "alice@example:com"))
+        hits = memory.recall(MEMORY_SCOPE, namespace=ALICE)
         assert [(hit.record.value or {}).get("preference") for hit in hits] == ["Ally"]
         assert hits[0].record.tags.lineage.run_id  # lineage: the run that learned it
-        assert memory.commits(scope)[0].author == hits[0].record.author
+        assert memory.commits(MEMORY_SCOPE)[0].author == hits[0].record.author
+
+
+def test_the_served_checkpoint_of_the_writing_step_names_the_memory_commit(
+    server: Server, remembered: Remembered
+) -> None:
+    """langgraph.json's checkpointer stamps the commit into the step that wrote, as the CLI's."""
+    client = server.client()
+    commit_id = _stamped_commit(client, remembered)
+
+    with open_memory(home=server.home / "memory") as memory:
+        [hit] = memory.recall(MEMORY_SCOPE, namespace=ALICE)
+        assert hit.record.commit_id == commit_id
+        commit = memory.commit_of(MEMORY_SCOPE, commit_id)
+    bastion_run = client.threads.get_state(remembered.thread_id)["values"]["run_id"]
+    assert commit.run_id == hit.record.tags.lineage.run_id == bastion_run
+
+    # The server checkpoints in its own file under BASTION_HOME, not in its in-memory default.
+    with open_checkpointer(sqlite_path=server.home / SERVER_CHECKPOINTS_FILE) as saver:
+        assert _stamps_in(saver, remembered.thread_id) == [[commit_id]]
+
+
+def test_a_copied_thread_keeps_its_checkpoints_and_their_stamps(
+    server: Server, remembered: Remembered
+) -> None:
+    """The server copies a thread through the checkpointer (its portable fallback)."""
+    client = server.client()
+    commit_id = _stamped_commit(client, remembered)
+    copy = client.threads.copy(remembered.thread_id)
+    copied = client.threads.get_history(copy["thread_id"], limit=100)
+    original = client.threads.get_history(remembered.thread_id, limit=100)
+    assert len(copied) == len(original)
+    stamps = [cp["metadata"][MEMORY_COMMITS] for cp in copied if MEMORY_COMMITS in cp["metadata"]]
+    assert stamps == [[commit_id]]
+    assert (
+        client.threads.get_state(copy["thread_id"])["values"]["run_id"]
+        == (client.threads.get_state(remembered.thread_id)["values"]["run_id"])
+    )
+
+
+@pytest.mark.redis
+def test_a_server_with_redis_checkpoints_there_and_stamps_the_commit(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """With `BASTION_REDIS_URL`, the served checkpoints live in Redis: a paused run shows its
+    interrupt, and the writing step's checkpoint names the commit in Redis memory."""
+    with start_server(tmp_path, {"BASTION_REDIS_URL": redis_url}) as served:
+        client = served.client()
+        _, payload = _start_ticket(client)
+        assert payload["action_requests"][0]["name"] == "issue_refund"
+        remembered = _remember(client)
+        commit_id = _stamped_commit(client, remembered)
+
+    with open_checkpointer(redis_url=redis_url) as saver:
+        assert _stamps_in(saver, remembered.thread_id) == [[commit_id]]
+    with open_memory(home=tmp_path / "memory", redis_url=redis_url) as memory:
+        [hit] = memory.recall(MEMORY_SCOPE, namespace=ALICE)
+        assert hit.record.commit_id == commit_id
+    assert not (tmp_path / SERVER_CHECKPOINTS_FILE).exists()

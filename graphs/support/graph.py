@@ -1,7 +1,8 @@
 """The served support graph: `builder` (uncompiled) and `graph` (compiled), named in langgraph.json.
 
-The LangGraph server brings its own checkpointer, so `graph` is compiled without one; the CLI
-compiles `builder` with the checkpointer from settings.
+`graph` is compiled without a checkpointer: the LangGraph server gives it the one
+`langgraph.json` names (`graphs.server_checkpointer`); the CLI compiles `builder` with the
+checkpointer from settings.
 """
 
 from __future__ import annotations
