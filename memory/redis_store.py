@@ -378,9 +378,7 @@ class RedisMemoryStore(BaseStore):
             }  # fmt: skip
             if vector is not None:
                 fields["vec"] = vector
-            # created_at first: an HSETNX after the HSET changes the indexed hash again, and
-            # RediSearch re-indexes it (an HNSW delete and re-insert of the vector: twice the
-            # ingest cost, and a worse graph). On an existing item HSETNX changes nothing.
+            # created_at first: after HSET it re-indexes the vector (HNSW delete + insert).
             pipe.hsetnx(key, "created_at", now)
             pipe.hset(key, mapping=fields)
             if vector is None:
