@@ -7,9 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from guards.base import KillRecord, KillScope, KillTarget
@@ -24,6 +22,7 @@ from guards.killswitch import (
     check_kill_args,
     target_keys,
 )
+from observability.sqlite_files import SqliteFile
 
 __all__ = ["WATCH_POLL_S", "SqliteKillSwitch"]
 
@@ -62,17 +61,6 @@ _CHECK = f"{_RECORD} WHERE scope IN (?, ?, ?, ?) ORDER BY rank LIMIT 1"
 _EVENTS = "SELECT id, event, scope, requester, reason, at FROM kill_events"
 _NEWER = f"{_EVENTS} WHERE id > ? ORDER BY id"
 _RANK = {"global": 0, "tenant": 1, "workflow": 2, "run": 3}
-
-_OPEN: weakref.WeakSet[SqliteKillSwitch] = weakref.WeakSet()
-"""Every live switch, so a forked child drops the connections it inherited (SQLite forbids
-using a connection across `fork`)."""
-
-_INHERITED: list[object] = []
-"""In a forked child: the parent's connections, kept open and unused for good."""
-
-
-class _Connection(sqlite3.Connection):
-    """A plain connection that can be weakly referenced (the base class cannot)."""
 
 
 class SqliteKillSwitch:
@@ -126,23 +114,18 @@ class SqliteKillSwitch:
         self.url = str(self.path)
         """Where the kills live, as named in `KillSwitchBackendError`."""
         self._history_size = history_size
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        # Weak: a thread's connection lives in its thread-local and closes when the thread ends.
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        with self._backend("create the kill file"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connection()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            conn.executescript(_SCHEMA)
-        if mode != "wal":
-            raise KillSwitchBackendError(
-                f"kill file {self.url} cannot use WAL mode (journal_mode is {mode!r}). "
-                "Hint: put it on a local disk, e.g. under BASTION_HOME.",
-                url=self.url,
-            )
-        _OPEN.add(self)
+        self._file = SqliteFile(
+            self.path,
+            schema=_SCHEMA,
+            busy_timeout_s=busy_timeout_s,
+            synchronous="FULL",  # a kill survives a power cut, not just a crash
+            what="kill file",
+            default_name="kill.sqlite",
+            error_type=KillSwitchBackendError,
+            consequence=" Guarded actions are refused until it works (fail closed).",
+        )
+        self._connection = self._file.connection
+        self._backend = self._file.backend
 
     def kill(self, scope: KillScope, *, requester: str, reason: str) -> KillRecord:
         """Stop everything in `scope`; returns the record in force (the first one, if any).
@@ -200,7 +183,7 @@ class SqliteKillSwitch:
             # connection does not keep an old snapshot that would hide the next kill.
             rows = self._connection().execute(_CHECK, target_keys(target)).fetchall()
         except (sqlite3.Error, OSError) as error:
-            raise self._error("check", error) from error
+            raise self._file.error("check", error) from error
         return _record(rows[0]) if rows else None
 
     def active(self) -> list[KillRecord]:
@@ -251,11 +234,7 @@ class SqliteKillSwitch:
 
         Call it when no other thread is using the switch.
         """
-        with self._lock:
-            connections, self._connections = list(self._connections), weakref.WeakSet()
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        self._file.close()
 
     def __enter__(self) -> SqliteKillSwitch:
         return self
@@ -294,60 +273,6 @@ class SqliteKillSwitch:
         except sqlite3.Error as error:
             logger.warning("could not trim the kill history in %s: %r", self.url, error)
 
-    def _connection(self) -> sqlite3.Connection:
-        try:
-            conn: sqlite3.Connection = self._local.conn
-        except AttributeError:
-            conn = self._connect()
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """Open this thread's connection (autocommit; transactions are explicit)."""
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout_s,
-            isolation_level=None,
-            check_same_thread=False,  # only so that `close()` may close it from another thread
-            factory=_Connection,
-        )
-        conn.execute("PRAGMA synchronous=FULL")  # a kill survives a power cut, not just a crash
-        with self._lock:
-            self._connections.add(conn)
-            self._local.conn = conn
-        return conn
-
-    def _after_fork(self) -> None:
-        """Forget the connections inherited from the parent process, without closing them:
-        closing would run SQLite's close-time WAL work against the parent's files."""
-        _INHERITED.append((self._local, list(self._connections)))
-        self._connections = weakref.WeakSet()
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _backend(self, action: str) -> Iterator[None]:
-        """Turn any SQLite or file-system failure into a `KillSwitchBackendError`."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as error:
-            raise self._error(action, error) from error
-
-    def _error(self, action: str, error: BaseException) -> KillSwitchBackendError:
-        text = str(error)
-        if self.path.is_dir():
-            hint = f"it is a folder; name a file in it, e.g. {self.path / 'kill.sqlite'}"
-        elif "not a database" in text:
-            hint = "it is not a SQLite file; name a new file, e.g. under BASTION_HOME"
-        elif "locked" in text or "busy" in text:
-            hint = f"another process held the write lock for over {self._busy_timeout_s}s"
-        else:
-            hint = "its folder must exist or be creatable, and be writable by this process"
-        return KillSwitchBackendError(
-            f"kill file {self.url} failed: could not {action} ({type(error).__name__}: {text}). "
-            f"Guarded actions are refused until it works (fail closed). Hint: {hint}.",
-            url=self.url,
-        )
-
 
 def _record(row: tuple[str, str, str, str, float]) -> KillRecord:
     kind, value, requester, reason, at = row
@@ -358,11 +283,3 @@ def _record(row: tuple[str, str, str, str, float]) -> KillRecord:
 def _event(row: tuple[int, str, str, str, str, float]) -> KillEvent:
     _, event, scope, requester, reason, at = row
     return {"event": event, "scope": scope, "requester": requester, "reason": reason, "at": at}
-
-
-def _forget_inherited_connections() -> None:
-    for switch in list(_OPEN):
-        switch._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -88,6 +88,11 @@ class RetentionSweeper:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive (started and not stopped)."""
+        return self._thread.is_alive()
+
     def wait_for(self, sweeps: int, timeout_s: float) -> bool:
         """Block until `sweeps` sweeps were attempted; False on timeout."""
         with self._swept:

@@ -29,9 +29,10 @@ class MemorySession:
     block without an error) writes them as one commit. An error in the block writes nothing.
 
     A key read in the session and then written is compare-and-set against the version read,
-    and a key written without a read against memory as the session opened: a commit by
-    someone else since is a conflict the namespace's policy settles (reported under `lww`), so
-    two agents that change the same fact never silently lose an update.
+    and a key written without a read against memory as it stood when the session staged its
+    first write: a commit by someone else since is a conflict the namespace's policy settles
+    (reported under `lww`), so two agents that change the same fact never silently lose an
+    update.
     """
 
     def __init__(self, memory: MemoryCore, scope: MemoryScope, message: str = "") -> None:
@@ -41,8 +42,8 @@ class MemorySession:
         self.result: CommitResult | None = None
         """Result of the last commit."""
         self._versions: dict[Key, int] = {}
-        head = memory.log.head(scope.tenant)
-        self._base = head.seq if head else 0  # what a blind write builds on
+        self._base: int | None = None
+        """Log position when the first write was staged: what blind writes build on."""
         self._staged: dict[Key, Staged] = {}
 
     def __enter__(self) -> MemorySession:
@@ -119,6 +120,7 @@ class MemorySession:
         """Stage a write with tags built elsewhere (`MemoryTags.from_mapping`)."""
         ns = check_namespace(tuple(namespace))
         self.memory.retention_class(tags.retention)
+        self._note_base()
         self._staged[(ns, check_key(key))] = Staged(
             namespace=ns,
             key=key,
@@ -133,6 +135,7 @@ class MemorySession:
     ) -> None:
         """Stage a delete (a tombstone: history keeps every earlier version)."""
         ns = check_namespace(tuple(namespace))
+        self._note_base()
         self._staged[(ns, check_key(key))] = Staged(
             namespace=ns, key=key, op="delete", expected_version=expected_version
         )
@@ -148,11 +151,18 @@ class MemorySession:
         self.result = self.memory.commit(
             self.scope, staged, reads=self._versions, since=self._base, message=self.message
         )
+        self._base = None
         if self.result.commit is not None:
-            self._base = self.result.commit.seq
             for change in self.result.commit.changes:
                 self._versions[(change.namespace, change.key)] = change.version
         return self.result
+
+    def _note_base(self) -> None:
+        # Taken at the first staged write, not at open: sessions that only read (an agent's
+        # recall every turn) pay no extra log read.
+        if self._base is None:
+            head = self.memory.log.head(self.scope.tenant)
+            self._base = head.seq if head else 0
 
     def _note(self, namespace: Sequence[str], key: str, record: MemoryRecord | None) -> None:
         ns = tuple(namespace)

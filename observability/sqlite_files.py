@@ -1,4 +1,7 @@
-"""One SQLite file in WAL mode shared by processes: per-thread connections, fork safety, errors."""
+"""One SQLite file in WAL mode shared by processes: per-thread connections, fork safety, errors.
+
+Used by the trace sink and audit log here, and by the kill switch in `guards` (which passes its
+own error type)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from observability.base import TraceBackendError
 
@@ -23,6 +26,12 @@ _INHERITED: list[object] = []
 """In a forked child: the parent's connections, kept open and unused for good."""
 
 
+class BackendErrorType(Protocol):
+    """An exception type taking a message and the backend's address (`url=`)."""
+
+    def __call__(self, message: str, *, url: str) -> Exception: ...
+
+
 class _Connection(sqlite3.Connection):
     """A plain connection that can be weakly referenced (the base class cannot)."""
 
@@ -32,7 +41,8 @@ class SqliteFile:
 
     Each thread gets its own connection (autocommit; transactions are explicit), opened on
     first use; a forked child opens its own. `backend(action)` turns any SQLite or file-system
-    failure into a `TraceBackendError` naming the file, what failed and a hint.
+    failure into the file's error type (`TraceBackendError` by default) naming the file, what
+    failed and a hint.
     """
 
     def __init__(
@@ -45,6 +55,8 @@ class SqliteFile:
         what: str,
         default_name: str,
         integrity_hint: str | None = None,
+        error_type: BackendErrorType = TraceBackendError,
+        consequence: str = "",
     ) -> None:
         """Open the file, creating it and its folder if needed, in WAL mode with `schema`.
 
@@ -56,9 +68,13 @@ class SqliteFile:
             what: what the file is, as errors name it, e.g. `"trace file"`.
             default_name: the file name a hint suggests when `path` is a folder.
             integrity_hint: the hint for a `sqlite3.IntegrityError` (None: the generic one).
+            error_type: what failures raise (`TraceBackendError`; the kill switch passes its
+                own, which guards treat as killed).
+            consequence: a sentence every failure message carries, e.g. what callers do now.
 
         Raises:
-            TraceBackendError: the file cannot be created, opened or put in WAL mode.
+            TraceBackendError: (or `error_type`) the file cannot be created, opened or put in
+                WAL mode.
         """
         self.path = path
         """The file."""
@@ -69,6 +85,8 @@ class SqliteFile:
         self._what = what
         self._default_name = default_name
         self._integrity_hint = integrity_hint
+        self._error_type = error_type
+        self._consequence = consequence
         self._local = threading.local()
         # Weak: a thread's connection lives in its thread-local and closes when the thread ends.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -79,7 +97,7 @@ class SqliteFile:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             conn.executescript(schema)
         if mode != "wal":
-            raise TraceBackendError(
+            raise error_type(
                 f"{what} {self.url} cannot use WAL mode (journal_mode is {mode!r}). "
                 "Hint: put it on a local disk, e.g. under BASTION_HOME.",
                 url=self.url,
@@ -107,7 +125,7 @@ class SqliteFile:
 
     @contextmanager
     def backend(self, action: str, *, outcome: str = "") -> Iterator[None]:
-        """Turn any SQLite or file-system failure into a `TraceBackendError`.
+        """Turn any SQLite or file-system failure into the file's error type (`error`).
 
         Args:
             action: what was being done, e.g. `"write trace events"`.
@@ -116,11 +134,17 @@ class SqliteFile:
         try:
             yield
         except (sqlite3.Error, OSError) as error:
-            raise TraceBackendError(
-                f"{self._what} {self.url} failed: could not {action} "
-                f"({type(error).__name__}: {error}).{outcome} Hint: {self._hint(error)}.",
-                url=self.url,
-            ) from error
+            raise self.error(action, error, outcome=outcome) from error
+
+    def error(self, action: str, error: BaseException, *, outcome: str = "") -> Exception:
+        """The error to raise for `error` while doing `action` (for hot paths that catch
+        SQLite errors themselves instead of entering `backend`)."""
+        return self._error_type(
+            f"{self._what} {self.url} failed: could not {action} "
+            f"({type(error).__name__}: {error}).{outcome}{self._consequence} "
+            f"Hint: {self._hint(error)}.",
+            url=self.url,
+        )
 
     def _connect(self) -> sqlite3.Connection:
         """Open this thread's connection (autocommit; transactions are explicit)."""

@@ -20,7 +20,7 @@ from effect_worker import (
     open_ledger,
     read_counter,
 )
-from forks import FORKS
+from forks import FORKS, reap
 
 from tools import SqliteEffectLedger
 
@@ -83,11 +83,7 @@ def _run(race: Race, racers: int) -> list[Outcome]:
         pytest.fail(f"{race}: a racer did not report within {DEADLINE_S}s")
     finally:
         signals.release.set()
-        for proc in procs:
-            proc.join(DEADLINE_S)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        reap(procs, DEADLINE_S)
     assert [proc.exitcode for proc in procs] == [0] * racers, race
     return sorted(outcomes, key=lambda outcome: outcome.index)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from forks import FORKS
+from forks import run_together
 
 from observability import (
     GENESIS,
@@ -385,24 +384,9 @@ def test_processes_appending_at_once_form_one_chain(
         SqliteAuditLog(address).close()  # created once, as a deployment would
     else:
         address = request.getfixturevalue("redis_url")
-    start = FORKS.Barrier(PROCESSES)
-    results = FORKS.Queue()
-    args = (backend, address, PROCESS_BATCHES, start, results)
-    procs = [FORKS.Process(target=append_from_process, args=args) for _ in range(PROCESSES)]
-    for proc in procs:
-        proc.start()
-    try:
-        reports = [results.get(timeout=DEADLINE_S) for _ in procs]
-    except queue.Empty:
-        pytest.fail(f"a worker did not report within {DEADLINE_S}s")
-    finally:
-        for proc in procs:
-            proc.join(DEADLINE_S)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    args = (backend, address, PROCESS_BATCHES)
+    reports = run_together(append_from_process, args, PROCESSES, DEADLINE_S)
     assert [r for r in reports if isinstance(r[1], str)] == []
-    assert [proc.exitcode for proc in procs] == [0] * PROCESSES
     log = open_backend(backend, address)
     try:
         check_one_chain(log, dict(reports))

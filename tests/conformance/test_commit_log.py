@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 from commitlog_worker import DEADLINE_S, append_many
-from forks import FORKS
+from forks import run_together
+from redis_calls import CountingConnection
 
 from memory.base import CommitLog, LogEntry
 from memory.commitlog import InMemoryCommitLog, MemoryBackendError, SqliteCommitLog
@@ -244,24 +244,9 @@ def test_processes_appending_with_retries_leave_every_commit_once_without_gaps(
         SqliteCommitLog(address).close()  # created once, as a deployment would
     else:
         address = request.getfixturevalue("redis_url")
-    start = FORKS.Barrier(PROCESSES)
-    results = FORKS.Queue()
-    args = (backend, address, "acme", PER_PROCESS, start, results)
-    procs = [FORKS.Process(target=append_many, args=args) for _ in range(PROCESSES)]
-    for proc in procs:
-        proc.start()
-    try:
-        reports = [results.get(timeout=DEADLINE_S) for _ in procs]
-    except queue.Empty:
-        pytest.fail(f"a worker did not report within {DEADLINE_S}s")
-    finally:
-        for proc in procs:
-            proc.join(DEADLINE_S)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    args = (backend, address, "acme", PER_PROCESS)
+    reports = run_together(append_many, args, PROCESSES, DEADLINE_S)
     assert [report[2] for report in reports if report[2] < 0] == [], reports
-    assert [proc.exitcode for proc in procs] == [0] * PROCESSES
     log = SqliteCommitLog(address) if backend == "sqlite" else RedisCommitLog(address)
     entries = log.entries("acme")
     located = {entry.seq: log.locate("acme", entry.commit_id) for entry in entries}
@@ -318,17 +303,6 @@ def test_an_unusable_sqlite_file_raises_naming_the_path(tmp_path: Path) -> None:
     with pytest.raises(MemoryBackendError, match="writable"):
         SqliteCommitLog(path / "log.sqlite")  # under a file: no folder can be made
     assert path.read_text() == "not a database\n" * 200
-
-
-class CountingConnection(redis.Connection):
-    """A real connection that counts the requests it sends (one per round trip)."""
-
-    sent: list[bytes] = []
-
-    def send_packed_command(self, command: object, check_health: bool = True) -> None:
-        parts = command if isinstance(command, list) else [command]
-        self.sent.append(bytes(parts[0])[:40])
-        super().send_packed_command(command, check_health)
 
 
 @pytest.mark.redis

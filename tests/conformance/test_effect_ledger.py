@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis_calls import CountingConnection
 
 from tools.base import Claim, Compensation, EffectIntent, EffectLedger, EffectLedgerError
 from tools.base import EffectOutcome as Outcome
@@ -532,17 +533,6 @@ def test_an_unreadable_redis_record_raises(redis_url: str) -> None:
     with pytest.raises(EffectLedgerError, match="record `broken` is unreadable"):
         ledger.get("broken")
     admin.close()
-
-
-class CountingConnection(redis.Connection):
-    """A real connection that counts the requests it sends (one per round trip)."""
-
-    sent: list[bytes] = []
-
-    def send_packed_command(self, command: object, check_health: bool = True) -> None:
-        parts = command if isinstance(command, list) else [command]
-        self.sent.append(bytes(parts[0])[:40])
-        super().send_packed_command(command, check_health)
 
 
 @pytest.mark.redis
